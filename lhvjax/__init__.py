@@ -1,0 +1,1 @@
+"""lhvjax: velocity fields for local hidden-variable dynamics, searched with JAX."""

@@ -1,0 +1,383 @@
+"""Gauges: rules rho -> p_rho for the Bell model on S^2 x S^2 (DESIGN section 3).
+
+Densities are given relative to the uniform probability measure on S^2 x S^2, i.e.
+w = (4 pi)^2 p, so that E_p[f] = E_unif[w f] and the uniform density is w = 1.
+
+* `svd` (eq. 34): w = 1 - |a| - |b| - sum_j S_j + 4R(a.l1) + 4R(b.l2)
+  + 8 sum_j S_j R((u_j.l1)(v_j.l2)), with T = sum_j S_j u_j v_j^T and R(x) = max(x, 0);
+  admissible when |a| + |b| + sum_j S_j <= 1. A mixture of products (eq. 33), sampled exactly.
+* `linear`: w = 1 + 2 a.l1 + 2 b.l2 + 4 l1^T T l2; admissible while w >= 0 everywhere.
+
+Per-state work (the SVD and its JVP) lives in `prepare`, per-point work in
+`density_prepared`, so a batch of states x points pays for the SVD once per state.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lhvjax.quantum import Bloch, from_density
+from lhvjax.sphere import normalize, project, uniform
+
+__all__ = [
+    "Gauge",
+    "SVD",
+    "Linear",
+    "GAUGES",
+    "get_gauge",
+    "Visibility",
+    "InadmissibleStateError",
+    "DegenerateStateError",
+    "single_qubit_density",
+]
+
+
+class InadmissibleStateError(ValueError):
+    """A state for which the gauge's density is not a valid (nonnegative) distribution."""
+
+
+class DegenerateStateError(ValueError):
+    """A state at which the svd gauge is not a function of the state (equal singular values)."""
+
+
+class Visibility(NamedTuple):
+    """v*: the largest visibility for which every state of S_v is admissible."""
+
+    value: float
+    method: str
+
+
+def _relu(x):
+    return jnp.maximum(x, 0)
+
+
+def _safe_norm(x):
+    # |x| with a finite derivative at x = 0 (the maximally mixed state is a valid input)
+    sq = jnp.sum(x * x, axis=-1)
+    safe = jnp.where(sq > 0, sq, 1.0)
+    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+
+
+def single_qubit_density(r: jax.Array, lam: jax.Array) -> jax.Array:
+    """Eq. (30) relative to uniform on S^2: w = 4R(r . lambda) + 1 - |r|, valid for |r| <= 1."""
+    return 4 * _relu(jnp.sum(r * lam, -1)) + 1 - _safe_norm(r)
+
+
+class Gauge(abc.ABC):
+    """Common interface. Subclasses define `prepare`, `density_prepared`, `margin`,
+    `visibility` and `sample`; the rest follows."""
+
+    name: str = ""
+    n_spheres: int = 2
+
+    @abc.abstractmethod
+    def prepare(self, state: Bloch) -> Any:
+        """Per-state quantities the density needs (a pytree); one state, no batch axes."""
+
+    @abc.abstractmethod
+    def density_prepared(self, prepared: Any, lam: jax.Array) -> jax.Array:
+        """w(lam) for one point lam (2, 3) from `prepare`'s output."""
+
+    @abc.abstractmethod
+    def margin(self, state: Bloch) -> jax.Array:
+        """A number >= 0 exactly when the state is admissible (jittable, one state)."""
+
+    @abc.abstractmethod
+    def visibility(self) -> Visibility:
+        """v* and how it was obtained."""
+
+    @abc.abstractmethod
+    def sample(self, key, state: Bloch, n: int) -> jax.Array:
+        """n exact samples (n, 2, 3) of p_rho for one state."""
+
+    # -- derived ---------------------------------------------------------------------------
+
+    def density(self, state: Bloch, lam: jax.Array) -> jax.Array:
+        """w = (4 pi)^2 p_rho(lam) for one state and one point (2, 3)."""
+        return self.density_prepared(self.prepare(state), lam)
+
+    def prepare_jvp(self, state: Bloch, dstate: Bloch):
+        """`prepare` and its derivative along the state velocity dstate (per state)."""
+        return jax.jvp(self.prepare, (state,), (dstate,))
+
+    def terms(self, prepared, dprepared, lam):
+        """(w, dw/dt, ambient grad_lam w) at one point: what the continuity residual needs."""
+        (w, dw) = jax.jvp(lambda P: self.density_prepared(P, lam), (prepared,), (dprepared,))
+        grad = jax.grad(lambda y: self.density_prepared(prepared, y))(lam)
+        return w, dw, project(lam, grad)
+
+    def dpdt(self, state: Bloch, dstate: Bloch, lam: jax.Array) -> jax.Array:
+        """d w / dt along dstate at lam: a JVP through the state dependence of the density."""
+        return jax.jvp(lambda s: self.density(s, lam), (state,), (dstate,))[1]
+
+    def admissible(self, state: Bloch, tol: float = 1e-9) -> jax.Array:
+        """Boolean per state (batched over leading axes)."""
+        m = _batched(self.margin, state)
+        return m >= -tol
+
+    def check(self, state: Bloch, tol: float = 1e-9) -> None:
+        """Raise `InadmissibleStateError` naming v* if any state of the batch is inadmissible."""
+        m = np.atleast_1d(np.asarray(_batched(self.margin, state)))
+        bad = np.flatnonzero(~(m >= -tol))
+        if bad.size:
+            vs = self.visibility()
+            raise InadmissibleStateError(
+                f"{bad.size} of {m.size} states are not admissible in the {self.name!r} gauge "
+                f"(first: index {bad[0]}, margin {m[bad[0]]:.3g} < 0). Every state of S_v is "
+                f"admissible for v <= v* = {vs.value:.6f}; lower the visibility or pick another "
+                f"gauge."
+            )
+
+    def check_visibility(self, v: float) -> None:
+        vs = self.visibility()
+        if not 0 < v <= vs.value * (1 + 1e-12):
+            raise InadmissibleStateError(
+                f"visibility {v} is not admissible for the {self.name!r} gauge: S_v lies inside "
+                f"its admissible set only for 0 < v <= v* = {vs.value:.6f} ({vs.method}). "
+                f"Set the visibility to at most {vs.value:.4f}."
+            )
+
+
+def _batched(fn, state: Bloch):
+    batch = state.a.shape[:-1]
+    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[len(batch) :]), state)
+    out = jax.jit(jax.vmap(fn))(flat)
+    return out.reshape(batch)
+
+
+# --- the svd gauge ---------------------------------------------------------------------------
+
+
+class SVDPrepared(NamedTuple):
+    c0: jax.Array  # 1 - |a| - |b| - sum S
+    a: jax.Array
+    b: jax.Array
+    S: jax.Array  # (3,)
+    U: jax.Array  # (3, 3), columns u_j
+    V: jax.Array  # (3, 3), columns v_j
+
+
+class SVD(Gauge):
+    """The paper's gauge (eq. 34) from the SVD of T."""
+
+    name = "svd"
+
+    def __init__(self, degeneracy_tol: float = 1e-6):
+        # relative gap below which two singular values count as equal; the SVD basis of
+        # an equal pair is arbitrary, so the density is then not a function of the state
+        self.degeneracy_tol = degeneracy_tol
+
+    def prepare(self, state: Bloch) -> SVDPrepared:
+        U, S, Vt = jnp.linalg.svd(state.T)
+        c0 = 1 - _safe_norm(state.a) - _safe_norm(state.b) - jnp.sum(S)
+        return SVDPrepared(c0, state.a, state.b, S, U, Vt.T)
+
+    def density_prepared(self, P: SVDPrepared, lam: jax.Array) -> jax.Array:
+        l1, l2 = lam[0], lam[1]
+        x = P.U.T @ l1  # u_j . l1
+        y = P.V.T @ l2  # v_j . l2
+        return (
+            P.c0
+            + 4 * _relu(P.a @ l1)
+            + 4 * _relu(P.b @ l2)
+            + 8 * jnp.sum(P.S * _relu(x * y))
+        )
+
+    def margin(self, state: Bloch) -> jax.Array:
+        S = jnp.linalg.svd(state.T, compute_uv=False)
+        return 1 - _safe_norm(state.a) - _safe_norm(state.b) - jnp.sum(S)
+
+    def singular_gap(self, state: Bloch) -> jax.Array:
+        """Smallest gap between singular values of T, relative to the largest (batched)."""
+        S = jnp.linalg.svd(state.T, compute_uv=False)
+        gaps = jnp.abs(S[..., :, None] - S[..., None, :]) + jnp.eye(3) * jnp.inf
+        return jnp.min(gaps, axis=(-1, -2)) / jnp.maximum(S[..., 0], 1e-300)
+
+    def check(self, state: Bloch, tol: float = 1e-9) -> None:
+        super().check(state, tol)
+        gap = np.atleast_1d(np.asarray(self.singular_gap(state)))
+        bad = np.flatnonzero(gap < self.degeneracy_tol)
+        if bad.size:
+            raise DegenerateStateError(
+                f"{bad.size} of {gap.size} states have (nearly) equal singular values of T "
+                f"(first: index {bad[0]}, relative gap {gap[bad[0]]:.2e} < "
+                f"{self.degeneracy_tol:.0e}); there the svd gauge depends on the SVD's choice of "
+                f"basis and dp/dt is undefined. Pure states always do this: sample a full-rank "
+                f"ensemble ('hs' or 'bures') or use the 'linear' gauge."
+            )
+
+    @functools.cache
+    def visibility(self) -> Visibility:
+        """1 / max over states of |a| + |b| + ||T||_1 (trace norm).
+
+        The function is convex in rho, so its maximum is at a pure state; it is invariant
+        under local unitaries, so the Schmidt form cos(t)|00> + sin(t)|11> suffices. The
+        one-parameter maximum is found on a grid and refined by bounded Brent search.
+        """
+        from scipy.optimize import minimize_scalar
+
+        def score(t):
+            psi = np.array([np.cos(t), 0, 0, np.sin(t)], dtype=np.complex128)
+            s = from_density(np.outer(psi, psi.conj()))
+            s = jax.tree.map(np.asarray, s)
+            return (
+                np.linalg.norm(s.a) + np.linalg.norm(s.b) + np.linalg.svd(s.T, compute_uv=False).sum()
+            )
+
+        grid = np.linspace(0, np.pi / 2, 91)
+        t0 = grid[np.argmax([score(t) for t in grid])]
+        res = minimize_scalar(
+            lambda t: -score(t), bounds=(max(t0 - 0.02, 0), min(t0 + 0.02, np.pi / 2)),
+            method="bounded", options={"xatol": 1e-12},
+        )
+        best = -res.fun
+        return Visibility(
+            float(1 / best),
+            f"1 / max(|a| + |b| + ||T||_1) = 1 / {best:.9f}, maximised over Schmidt-form pure "
+            f"states (convexity and local-unitary invariance), at Schmidt angle {res.x:.6f}",
+        )
+
+    def sample(self, key, state: Bloch, n: int) -> jax.Array:
+        """Exact samples from the mixture of eq. (33).
+
+        Components: (u_j, v_j) and (-u_j, -v_j) with weight S_j/2 each, (a^, 0) with |a|,
+        (0, b^) with |b| and (0, 0) with the rest. A party in rho(r^) is drawn as
+        normalize(r^ + g), g uniform on S^2 (cosine-weighted hemisphere, the density
+        4R(r^.lambda)); a party in rho(0) is uniform.
+        """
+        P = self.prepare(state)
+        na, nb = _safe_norm(state.a), _safe_norm(state.b)
+        ah = state.a / jnp.where(na > 0, na, 1.0)
+        bh = state.b / jnp.where(nb > 0, nb, 1.0)
+        zero = jnp.zeros(3, state.a.dtype)
+        d1 = jnp.concatenate([P.U.T, -P.U.T, ah[None], zero[None], zero[None]])
+        d2 = jnp.concatenate([P.V.T, -P.V.T, zero[None], bh[None], zero[None]])
+        weights = jnp.concatenate([P.S / 2, P.S / 2, na[None], nb[None], P.c0[None]])
+        kc, kg = jax.random.split(key)
+        comp = jax.random.categorical(kc, jnp.log(jnp.maximum(weights, 0)), shape=(n,))
+        g = uniform(kg, n, 2, state.a.dtype)
+        return jnp.stack([normalize(d1[comp] + g[:, 0]), normalize(d2[comp] + g[:, 1])], axis=1)
+
+
+# --- the linear gauge ------------------------------------------------------------------------
+
+
+def _fibonacci_sphere(n: int) -> np.ndarray:
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    s = np.sqrt(1 - z**2)
+    return np.stack([s * np.cos(phi), s * np.sin(phi), z], -1)
+
+
+class Linear(Gauge):
+    """w = 1 + 2 a.l1 + 2 b.l2 + 4 l1^T T l2: the lowest moments only, linear in rho."""
+
+    name = "linear"
+
+    def __init__(self, margin_grid: int = 4096, margin_steps: int = 30):
+        self.margin_grid = margin_grid
+        self.margin_steps = margin_steps
+
+    def prepare(self, state: Bloch) -> Bloch:
+        return state
+
+    def density_prepared(self, s: Bloch, lam: jax.Array) -> jax.Array:
+        l1, l2 = lam[0], lam[1]
+        return 1 + 2 * s.a @ l1 + 2 * s.b @ l2 + 4 * l1 @ s.T @ l2
+
+    def margin(self, state: Bloch) -> jax.Array:
+        """min over S^2 x S^2 of w.
+
+        For fixed l1 the minimum over l2 is 1 + 2 a.l1 - |2b + 4 T^T l1|, leaving a
+        minimisation over l1 in S^2: a Fibonacci grid, then projected gradient steps.
+        """
+
+        def g(l1):
+            l1 = normalize(l1)
+            return 1 + 2 * state.a @ l1 - _safe_norm(2 * state.b + 4 * state.T.T @ l1)
+
+        grid = jnp.asarray(_fibonacci_sphere(self.margin_grid), state.a.dtype)
+        vals = jax.vmap(g)(grid)
+        x = grid[jnp.argmin(vals)]
+        step = 2.0 / self.margin_grid**0.5
+
+        def body(i, x):
+            gr = project(x, jax.grad(g)(x))
+            return normalize(x - step * gr / (1 + jnp.linalg.norm(gr)))
+
+        x = jax.lax.fori_loop(0, self.margin_steps, body, x)
+        return jnp.minimum(jnp.min(vals), g(x))
+
+    @functools.cache
+    def visibility(self) -> Visibility:
+        """1 / max over rho, l1, l2 of -(2 a.l1 + 2 b.l2 + 4 l1^T T l2).
+
+        For fixed (l1, l2) this is tr(rho O) with O = -(2 l1.s x 1 + 2 1 x l2.s
+        + 4 l1.s x l2.s), maximised over rho by O's top eigenvalue; by rotation invariance
+        l1 = z and l2 at angle gamma from z, scanned on a grid and refined by Brent search.
+        """
+        from scipy.optimize import minimize_scalar
+
+        from lhvjax.quantum import PAULI
+
+        def top(gamma):
+            n2 = np.array([np.sin(gamma), 0, np.cos(gamma)])
+            s1 = PAULI[2]
+            s2 = np.einsum("j,jxy->xy", n2, PAULI)
+            O = -(2 * np.kron(s1, np.eye(2)) + 2 * np.kron(np.eye(2), s2) + 4 * np.kron(s1, s2))
+            return np.linalg.eigvalsh(O)[-1]
+
+        grid = np.linspace(0, np.pi, 181)
+        g0 = grid[np.argmax([top(g) for g in grid])]
+        res = minimize_scalar(
+            lambda g: -top(g), bounds=(max(g0 - 0.02, 0), min(g0 + 0.02, np.pi)),
+            method="bounded", options={"xatol": 1e-12},
+        )
+        best = max(-res.fun, top(g0))
+        return Visibility(
+            float(1 / best),
+            f"1 / max_(l1, l2) lambda_max(O) = 1 / {best:.9f}: the worst point's operator "
+            f"O = -(2 l1.s x 1 + 2 1 x l2.s + 4 l1.s x l2.s), scanned over the angle between "
+            f"l1 and l2",
+        )
+
+    def sample(self, key, state: Bloch, n: int) -> jax.Array:
+        """Exact samples by rejection from uniform proposals with the bound
+        w <= 1 + 2|a| + 2|b| + 4 ||T||_op. Host-side loop (variable number of draws)."""
+        self.check(state)
+        bound = float(
+            1 + 2 * _safe_norm(state.a) + 2 * _safe_norm(state.b)
+            + 4 * jnp.linalg.norm(state.T, ord=2)
+        )
+        dens = jax.jit(jax.vmap(lambda lam: self.density(state, lam)))
+        out, have = [], 0
+        while have < n:
+            key, kp, ka = jax.random.split(key, 3)
+            m = max(256, int(math.ceil(1.2 * (n - have) * bound)))
+            lam = uniform(kp, m, 2, state.a.dtype)
+            keep = jax.random.uniform(ka, (m,), state.a.dtype) * bound < dens(lam)
+            acc = np.asarray(lam)[np.asarray(keep)]
+            out.append(acc)
+            have += len(acc)
+        return jnp.asarray(np.concatenate(out)[:n])
+
+
+GAUGES = {"svd": SVD, "linear": Linear}
+
+
+def get_gauge(name: str | Gauge) -> Gauge:
+    """A gauge by name ('svd' or 'linear'), or the instance itself."""
+    if isinstance(name, Gauge):
+        return name
+    try:
+        return GAUGES[name]()
+    except KeyError:
+        raise ValueError(f"unknown gauge {name!r}; choose one of {', '.join(GAUGES)}") from None
