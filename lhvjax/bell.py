@@ -59,7 +59,9 @@ def single(n: jax.Array, lam: jax.Array, party: int, weights: jax.Array | None =
     return mean_with_stderr(outcome(n, lam[:, party]), weights)
 
 
-def joint(n1: jax.Array, n2: jax.Array, lam: jax.Array, weights: jax.Array | None = None) -> Estimate:
+def joint(
+    n1: jax.Array, n2: jax.Array, lam: jax.Array, weights: jax.Array | None = None
+) -> Estimate:
     """E[sign(n1 . lambda_1) sign(n2 . lambda_2)] from samples lam (M, 2, 3)."""
     return mean_with_stderr(outcome(n1, lam[:, 0]) * outcome(n2, lam[:, 1]), weights)
 

@@ -183,12 +183,7 @@ class SVD(Gauge):
         l1, l2 = lam[0], lam[1]
         x = P.U.T @ l1  # u_j . l1
         y = P.V.T @ l2  # v_j . l2
-        return (
-            P.c0
-            + 4 * _relu(P.a @ l1)
-            + 4 * _relu(P.b @ l2)
-            + 8 * jnp.sum(P.S * _relu(x * y))
-        )
+        return P.c0 + 4 * _relu(P.a @ l1) + 4 * _relu(P.b @ l2) + 8 * jnp.sum(P.S * _relu(x * y))
 
     def margin(self, state: Bloch) -> jax.Array:
         S = jnp.linalg.svd(state.T, compute_uv=False)
@@ -213,36 +208,8 @@ class SVD(Gauge):
                 f"ensemble ('hs' or 'bures') or use the 'linear' gauge."
             )
 
-    @functools.cache
     def visibility(self) -> Visibility:
-        """1 / max over states of |a| + |b| + ||T||_1 (trace norm).
-
-        The function is convex in rho, so its maximum is at a pure state; it is invariant
-        under local unitaries, so the Schmidt form cos(t)|00> + sin(t)|11> suffices. The
-        one-parameter maximum is found on a grid and refined by bounded Brent search.
-        """
-        from scipy.optimize import minimize_scalar
-
-        def score(t):
-            psi = np.array([np.cos(t), 0, 0, np.sin(t)], dtype=np.complex128)
-            s = from_density(np.outer(psi, psi.conj()))
-            s = jax.tree.map(np.asarray, s)
-            return (
-                np.linalg.norm(s.a) + np.linalg.norm(s.b) + np.linalg.svd(s.T, compute_uv=False).sum()
-            )
-
-        grid = np.linspace(0, np.pi / 2, 91)
-        t0 = grid[np.argmax([score(t) for t in grid])]
-        res = minimize_scalar(
-            lambda t: -score(t), bounds=(max(t0 - 0.02, 0), min(t0 + 0.02, np.pi / 2)),
-            method="bounded", options={"xatol": 1e-12},
-        )
-        best = -res.fun
-        return Visibility(
-            float(1 / best),
-            f"1 / max(|a| + |b| + ||T||_1) = 1 / {best:.9f}, maximised over Schmidt-form pure "
-            f"states (convexity and local-unitary invariance), at Schmidt angle {res.x:.6f}",
-        )
+        return _svd_visibility()
 
     def sample(self, key, state: Bloch, n: int) -> jax.Array:
         """Exact samples from the mixture of eq. (33).
@@ -264,6 +231,40 @@ class SVD(Gauge):
         comp = jax.random.categorical(kc, jnp.log(jnp.maximum(weights, 0)), shape=(n,))
         g = uniform(kg, n, 2, state.a.dtype)
         return jnp.stack([normalize(d1[comp] + g[:, 0]), normalize(d2[comp] + g[:, 1])], axis=1)
+
+
+@functools.cache
+def _svd_visibility() -> Visibility:
+    """1 / max over states of |a| + |b| + ||T||_1 (trace norm).
+
+    The function is convex in rho, so its maximum is at a pure state; it is invariant
+    under local unitaries, so the Schmidt form cos(t)|00> + sin(t)|11> suffices. The
+    one-parameter maximum is found on a grid and refined by bounded Brent search.
+    """
+    from scipy.optimize import minimize_scalar
+
+    def score(t):
+        psi = np.array([np.cos(t), 0, 0, np.sin(t)], dtype=np.complex128)
+        s = from_density(np.outer(psi, psi.conj()))
+        s = jax.tree.map(np.asarray, s)
+        return (
+            np.linalg.norm(s.a) + np.linalg.norm(s.b) + np.linalg.svd(s.T, compute_uv=False).sum()
+        )
+
+    grid = np.linspace(0, np.pi / 2, 91)
+    t0 = grid[np.argmax([score(t) for t in grid])]
+    res = minimize_scalar(
+        lambda t: -score(t),
+        bounds=(max(t0 - 0.02, 0), min(t0 + 0.02, np.pi / 2)),
+        method="bounded",
+        options={"xatol": 1e-12},
+    )
+    best = -res.fun
+    return Visibility(
+        float(1 / best),
+        f"1 / max(|a| + |b| + ||T||_1) = 1 / {best:.9f}, maximised over Schmidt-form pure "
+        f"states (convexity and local-unitary invariance), at Schmidt angle {res.x:.6f}",
+    )
 
 
 # --- the linear gauge ------------------------------------------------------------------------
@@ -316,45 +317,17 @@ class Linear(Gauge):
         x = jax.lax.fori_loop(0, self.margin_steps, body, x)
         return jnp.minimum(jnp.min(vals), g(x))
 
-    @functools.cache
     def visibility(self) -> Visibility:
-        """1 / max over rho, l1, l2 of -(2 a.l1 + 2 b.l2 + 4 l1^T T l2).
-
-        For fixed (l1, l2) this is tr(rho O) with O = -(2 l1.s x 1 + 2 1 x l2.s
-        + 4 l1.s x l2.s), maximised over rho by O's top eigenvalue; by rotation invariance
-        l1 = z and l2 at angle gamma from z, scanned on a grid and refined by Brent search.
-        """
-        from scipy.optimize import minimize_scalar
-
-        from lhvjax.quantum import PAULI
-
-        def top(gamma):
-            n2 = np.array([np.sin(gamma), 0, np.cos(gamma)])
-            s1 = PAULI[2]
-            s2 = np.einsum("j,jxy->xy", n2, PAULI)
-            O = -(2 * np.kron(s1, np.eye(2)) + 2 * np.kron(np.eye(2), s2) + 4 * np.kron(s1, s2))
-            return np.linalg.eigvalsh(O)[-1]
-
-        grid = np.linspace(0, np.pi, 181)
-        g0 = grid[np.argmax([top(g) for g in grid])]
-        res = minimize_scalar(
-            lambda g: -top(g), bounds=(max(g0 - 0.02, 0), min(g0 + 0.02, np.pi)),
-            method="bounded", options={"xatol": 1e-12},
-        )
-        best = max(-res.fun, top(g0))
-        return Visibility(
-            float(1 / best),
-            f"1 / max_(l1, l2) lambda_max(O) = 1 / {best:.9f}: the worst point's operator "
-            f"O = -(2 l1.s x 1 + 2 1 x l2.s + 4 l1.s x l2.s), scanned over the angle between "
-            f"l1 and l2",
-        )
+        return _linear_visibility()
 
     def sample(self, key, state: Bloch, n: int) -> jax.Array:
         """Exact samples by rejection from uniform proposals with the bound
         w <= 1 + 2|a| + 2|b| + 4 ||T||_op. Host-side loop (variable number of draws)."""
         self.check(state)
         bound = float(
-            1 + 2 * _safe_norm(state.a) + 2 * _safe_norm(state.b)
+            1
+            + 2 * _safe_norm(state.a)
+            + 2 * _safe_norm(state.b)
             + 4 * jnp.linalg.norm(state.T, ord=2)
         )
         dens = jax.jit(jax.vmap(lambda lam: self.density(state, lam)))
@@ -368,6 +341,42 @@ class Linear(Gauge):
             out.append(acc)
             have += len(acc)
         return jnp.asarray(np.concatenate(out)[:n])
+
+
+@functools.cache
+def _linear_visibility() -> Visibility:
+    """1 / max over rho, l1, l2 of -(2 a.l1 + 2 b.l2 + 4 l1^T T l2).
+
+    For fixed (l1, l2) this is tr(rho O) with O = -(2 l1.s x 1 + 2 1 x l2.s
+    + 4 l1.s x l2.s), maximised over rho by O's top eigenvalue; by rotation invariance
+    l1 = z and l2 at angle gamma from z, scanned on a grid and refined by Brent search.
+    """
+    from scipy.optimize import minimize_scalar
+
+    from lhvjax.quantum import PAULI
+
+    def top(gamma):
+        n2 = np.array([np.sin(gamma), 0, np.cos(gamma)])
+        s1 = PAULI[2]
+        s2 = np.einsum("j,jxy->xy", n2, PAULI)
+        O = -(2 * np.kron(s1, np.eye(2)) + 2 * np.kron(np.eye(2), s2) + 4 * np.kron(s1, s2))
+        return np.linalg.eigvalsh(O)[-1]
+
+    grid = np.linspace(0, np.pi, 181)
+    g0 = grid[np.argmax([top(g) for g in grid])]
+    res = minimize_scalar(
+        lambda g: -top(g),
+        bounds=(max(g0 - 0.02, 0), min(g0 + 0.02, np.pi)),
+        method="bounded",
+        options={"xatol": 1e-12},
+    )
+    best = max(-res.fun, top(g0))
+    return Visibility(
+        float(1 / best),
+        f"1 / max_(l1, l2) lambda_max(O) = 1 / {best:.9f}: the worst point's operator "
+        f"O = -(2 l1.s x 1 + 2 1 x l2.s + 4 l1.s x l2.s), scanned over the angle between "
+        f"l1 and l2",
+    )
 
 
 GAUGES = {"svd": SVD, "linear": Linear}

@@ -165,7 +165,8 @@ def noninteracting(omega1: float, n1, omega2: float, n2) -> np.ndarray:
     n1 = _unit(n1, "n1")
     n2 = _unit(n2, "n2")
     return 0.5 * (
-        omega1 * np.einsum("j,jxy->xy", n1, _SIGMA_A) + omega2 * np.einsum("j,jxy->xy", n2, _SIGMA_B)
+        omega1 * np.einsum("j,jxy->xy", n1, _SIGMA_A)
+        + omega2 * np.einsum("j,jxy->xy", n2, _SIGMA_B)
     )
 
 
