@@ -1,0 +1,312 @@
+"""Typed run configuration: dataclasses, loaded from TOML, with `key=value` overrides.
+
+Every problem with a config (an unknown key, a value of the wrong type, an inadmissible
+visibility, an unknown gauge) is a `ConfigError` raised before any compute, naming the
+offending key and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ConfigError",
+    "PhysicsConfig",
+    "FieldConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+    "load",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "build_problem",
+    "build_field",
+]
+
+HAMILTONIANS = ("heisenberg", "xxz", "noninteracting", "matrix")
+FIELD_KINDS = ("state_independent", "time_dependent", "state_dependent", "zero", "rotation")
+
+
+class ConfigError(ValueError):
+    """A malformed or inconsistent configuration."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicsConfig:
+    hamiltonian: str = "heisenberg"
+    omega: float = 1.0  # heisenberg, xxz
+    delta: float = 1.0  # xxz anisotropy
+    omega1: float = 1.0  # noninteracting: qubit 1 precesses at omega1 about n1
+    n1: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    omega2: float = 0.7
+    n2: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    matrix_real: tuple[tuple[float, ...], ...] = ()  # "matrix": H = matrix_real + i matrix_imag
+    matrix_imag: tuple[tuple[float, ...], ...] = ()
+    gauge: str = "svd"
+    visibility: float = 0.2
+    ensemble: str = "hs"
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldConfig:
+    kind: str = "state_independent"
+    width: int = 64
+    depth: int = 3
+    activation: str = "tanh"
+    linear_skip: bool = True
+    modes: int = 32  # state_dependent: number of branch/trunk modes
+    t_max: float = 1.0  # time_dependent: states evolved to t in [0, t_max]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    states: int = 32  # per time group
+    points: int = 256
+    times: int = 4  # time groups per batch (time_dependent only)
+    lr: float = 3e-3
+    lr_final_fraction: float = 0.01  # cosine decay to lr * this
+    warmup: int = 100
+    clip: float = 1.0  # global gradient norm; 0 disables
+    log_every: int = 50
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+    x64: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    states: int = 128  # per time group
+    points: int = 2048
+    times: int = 8  # time_dependent only
+    seed: int = 1_000_003  # held-out: drawn from a key no training step uses
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = "run"
+    physics: PhysicsConfig = PhysicsConfig()
+    field: FieldConfig = FieldConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+_SECTION_TYPES = {
+    "physics": PhysicsConfig,
+    "field": FieldConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check `value` against the annotation `typ` (as written in this module)."""
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false; got {value!r}")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer; got {value!r}")
+    if typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number; got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string; got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list; got {value!r}")
+        args = typing.get_args(typ)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must have {len(args)} entries; got {len(value)}")
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if isinstance(typ, types.UnionType):
+        raise ConfigError(f"{where}: unsupported type {typ}")
+    return value
+
+
+def _section_from_dict(cls, data: dict, section: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{section}] must be a table; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
+            f"[{section}] accepts: {', '.join(names)}"
+        )
+    return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in data.items()})
+
+
+def from_dict(data: dict) -> Config:
+    """A validated `Config` from nested dicts (as TOML gives them)."""
+    data = dict(data)
+    unknown = sorted(set(data) - set(_SECTION_TYPES) - {"name"})
+    if unknown:
+        raise ConfigError(
+            f"unknown section or key(s) {', '.join(unknown)}; a config has 'name' and the "
+            f"tables {', '.join(f'[{s}]' for s in _SECTION_TYPES)}"
+        )
+    kwargs: dict[str, Any] = {"name": _coerce(data.get("name", "run"), str, "name")}
+    for section, cls in _SECTION_TYPES.items():
+        kwargs[section] = _section_from_dict(cls, data.get(section, {}), section)
+    cfg = Config(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string such as gauge=linear
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings (TOML values; bare words are strings)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts == ["name"]:
+            data["name"] = _parse_value(text)
+            continue
+        if len(parts) != 2:
+            raise ConfigError(f"override key {key!r} must be section.key, e.g. train.steps=100")
+        section, name = parts
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"{section} is not a table")
+        data[section][name] = _parse_value(text.strip())
+    return data
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a TOML file (or start from defaults), apply overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def _one_of(value, choices, where):
+    if value not in choices:
+        raise ConfigError(f"{where} = {value!r} is not one of: {', '.join(choices)}")
+
+
+def validate(cfg: Config) -> None:
+    """Consistency checks that need no compute beyond the gauges' visibilities."""
+    from lhvjax.fields import ACTIVATIONS
+    from lhvjax.gauges import GAUGES, InadmissibleStateError, get_gauge
+
+    p, f, t, e = cfg.physics, cfg.field, cfg.train, cfg.eval
+    _one_of(p.hamiltonian, HAMILTONIANS, "physics.hamiltonian")
+    _one_of(p.gauge, tuple(GAUGES), "physics.gauge")
+    _one_of(p.ensemble, ("hs", "bures"), "physics.ensemble")
+    _one_of(f.kind, FIELD_KINDS, "field.kind")
+    _one_of(f.activation, tuple(ACTIVATIONS), "field.activation")
+    try:
+        get_gauge(p.gauge).check_visibility(p.visibility)
+    except InadmissibleStateError as err:
+        raise ConfigError(f"physics.visibility: {err}") from None
+    for name in ("width", "depth", "modes"):
+        if getattr(f, name) < 1:
+            raise ConfigError(f"field.{name} must be at least 1; got {getattr(f, name)}")
+    for name in ("steps", "states", "points", "times", "log_every", "eval_every"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1; got {getattr(t, name)}")
+    for name in ("states", "points", "times"):
+        if getattr(e, name) < 2:
+            raise ConfigError(f"eval.{name} must be at least 2 (for a standard error)")
+    if t.lr <= 0 or not np.isfinite(t.lr):
+        raise ConfigError(f"train.lr must be a positive number; got {t.lr}")
+    if f.kind == "time_dependent" and f.t_max <= 0:
+        raise ConfigError("field.t_max must be positive for a time_dependent field")
+    if f.kind == "rotation" and p.hamiltonian != "noninteracting":
+        raise ConfigError(
+            "field.kind = 'rotation' is the exact field of the noninteracting "
+            "Hamiltonian; set physics.hamiltonian = 'noninteracting'"
+        )
+    if p.hamiltonian == "matrix":
+        H = np.asarray(p.matrix_real, float) + 1j * np.asarray(p.matrix_imag or 0.0, float)
+        if H.shape != (4, 4):
+            raise ConfigError(
+                f"physics.matrix_real (and matrix_imag) must be 4x4 lists; got shape {H.shape}"
+            )
+        if not np.allclose(H, H.conj().T):
+            raise ConfigError("physics.matrix_real + i matrix_imag is not Hermitian")
+    for name in ("n1", "n2"):
+        if not np.linalg.norm(getattr(p, name)) > 0:
+            raise ConfigError(f"physics.{name} must be a nonzero vector")
+
+
+def build_hamiltonian(p: PhysicsConfig):
+    from lhvjax import quantum
+
+    if p.hamiltonian == "heisenberg":
+        return quantum.heisenberg(p.omega)
+    if p.hamiltonian == "xxz":
+        return quantum.xxz(p.omega, p.delta)
+    if p.hamiltonian == "noninteracting":
+        return quantum.noninteracting(p.omega1, p.n1, p.omega2, p.n2)
+    H = np.asarray(p.matrix_real, float) + 1j * np.asarray(p.matrix_imag or 0.0, float)
+    return quantum.hermitian(H)
+
+
+def build_problem(cfg: Config):
+    from lhvjax.residual import Problem
+
+    t_max = cfg.field.t_max if cfg.field.kind == "time_dependent" else 0.0
+    return Problem(
+        build_hamiltonian(cfg.physics),
+        cfg.physics.gauge,
+        cfg.physics.visibility,
+        cfg.physics.ensemble,
+        t_max,
+    )
+
+
+def build_field(cfg: Config):
+    from lhvjax import fields
+
+    f, p = cfg.field, cfg.physics
+    if f.kind == "zero":
+        return fields.zero_field()
+    if f.kind == "rotation":
+        return fields.rotation_field(p.omega1, p.n1, p.omega2, p.n2)
+    if f.kind == "state_dependent":
+        return fields.DeepONetField(f.width, f.depth, f.modes, f.activation)
+    return fields.MLPField(
+        f.width, f.depth, f.activation, time=f.kind == "time_dependent", linear_skip=f.linear_skip
+    )

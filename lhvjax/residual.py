@@ -1,0 +1,170 @@
+"""The continuity residual in strong form and its held-out estimate (DESIGN section 4).
+
+At a point lambda of S^2 x S^2 and a state rho with velocity rho' = -i[H, rho],
+
+    r = dw/dt + w div V + V . grad w,        dw/dt = D_rho w [rho'] (a JVP),
+
+with w = (4 pi)^2 p the density relative to uniform (the equation is homogeneous in p).
+L(V) = E_rho E_lambda r^2 and the reported figure is L(V) / L(0), L(0) = E (dw/dt)^2: the
+fraction of the evolution of the distributions that the field leaves unexplained.
+
+A batch is a grid: G times, S states per time, P points shared by all of them. A field
+that does not see the state is evaluated once per (time, point); only the cheap gauge
+terms are paid per (state, point), and the SVD with its JVP once per state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lhvjax import quantum
+from lhvjax.fields import DeepONetField, evaluate
+from lhvjax.gauges import SVD, Gauge, get_gauge
+from lhvjax.quantum import Bloch, TimeDependent
+from lhvjax.sphere import uniform
+
+__all__ = [
+    "Problem",
+    "Batch",
+    "sample_batch",
+    "state_features",
+    "residuals",
+    "loss",
+    "ratio_with_stderr",
+    "normalized_loss",
+]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """What is being explained: a Hamiltonian, a gauge and the states S_v.
+
+    t_max = 0 draws the states from S_v itself (enough for a time-independent H, since
+    S_v is invariant); t_max > 0 draws rho0 from S_v and evolves it to t ~ U[0, t_max].
+    """
+
+    hamiltonian: Any  # (4, 4) Hermitian matrix or quantum.TimeDependent
+    gauge: Gauge
+    visibility: float
+    ensemble: str = "hs"
+    t_max: float = 0.0
+    n_spheres: int = 2
+
+    def __post_init__(self):
+        object.__setattr__(self, "gauge", get_gauge(self.gauge))
+        self.gauge.check_visibility(self.visibility)
+
+    def hamiltonian_at(self, t):
+        H = self.hamiltonian
+        return H.fn(t) if isinstance(H, TimeDependent) else jnp.asarray(H)
+
+
+class Batch(NamedTuple):
+    t: jax.Array  # (G,)
+    states: Bloch  # leaves (G, S, ...)
+    velocities: Bloch  # d/dt of the states, same shapes
+    lam: jax.Array  # (P, N, 3)
+
+
+def sample_batch(problem: Problem, key, groups: int, states: int, points: int, dtype=None) -> Batch:
+    """A fresh grid: `groups` times, `states` states at each, `points` uniform points."""
+    dtype = dtype or jnp.zeros(()).dtype
+    kt, ks, kp = jax.random.split(key, 3)
+    rho0 = quantum.random_states(ks, groups * states, problem.visibility, problem.ensemble, dtype)
+    rho0 = jax.tree.map(lambda x: x.reshape(groups, states, *x.shape[1:]), rho0)
+    if problem.t_max > 0:
+        t = jax.random.uniform(kt, (groups,), dtype) * problem.t_max
+        rho = jax.vmap(lambda s, ti: quantum.evolve(problem.hamiltonian, s, ti))(rho0, t)
+    else:
+        t = jnp.zeros((groups,), dtype)
+        rho = rho0
+    vel = jax.vmap(lambda s, ti: quantum.bloch_derivative(problem.hamiltonian_at(ti), s))(rho, t)
+    vel = jax.tree.map(lambda x: x.astype(dtype), vel)
+    return Batch(t, rho, vel, uniform(kp, points, problem.n_spheres, dtype))
+
+
+def _axial(A):
+    return jnp.stack([A[..., 2, 1], A[..., 0, 2], A[..., 1, 0]], axis=-1)
+
+
+def state_features(
+    gauge: Gauge, state: Bloch, velocity: Bloch, prepared, dprepared, visibility: float
+) -> jax.Array:
+    """What a state-dependent field sees of one state: functions of rho, scaled to O(1).
+
+    The Bloch coordinates and their velocity -i[H, rho] (a function of rho for a given
+    H); for the svd gauge also the singular values, the sign-invariant frames u_j v_j^T
+    and the frames' angular velocities (axial vectors of U' U^T and V' V^T), because the
+    density moves with its frame and the exact field holds those rotations linearly.
+    """
+    f = [state.flat() / visibility, velocity.flat() / visibility]
+    if isinstance(gauge, SVD):
+        P, dP = prepared, dprepared
+        f += [
+            P.S / visibility,
+            dP.S / visibility,
+            jnp.einsum("ij,kj->jik", P.U, P.V).reshape(-1),
+            _axial(dP.U @ P.U.T),
+            _axial(dP.V @ P.V.T),
+        ]
+    return jnp.concatenate(f)
+
+
+def residuals(problem: Problem, field, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(r, dw/dt), each (G, S, P): the strong-form residual of `field` and the field-free
+    term whose mean square is L(0)."""
+    gauge = problem.gauge
+
+    def one_time(t, states, velocities):
+        prepared, dprepared = jax.vmap(gauge.prepare_jvp)(states, velocities)
+        per_point = jax.vmap(gauge.terms, in_axes=(None, None, 0))
+        w, dw, grad = jax.vmap(per_point, in_axes=(0, 0, None))(prepared, dprepared, batch.lam)
+        features = None
+        if isinstance(field, DeepONetField):
+            features = jax.vmap(state_features, in_axes=(None, 0, 0, 0, 0, None))(
+                gauge, states, velocities, prepared, dprepared, problem.visibility
+            )
+        V, div = evaluate(field, params, batch.lam, t, features)
+        r = dw + w * div + jnp.sum(V * grad, axis=(-1, -2))
+        return r, dw
+
+    return jax.vmap(one_time)(batch.t, batch.states, batch.velocities)
+
+
+def loss(problem: Problem, field, params, batch: Batch, scale: float | jax.Array = 1.0):
+    """Mean squared residual over the batch divided by `scale` (a fixed L(0))."""
+    r, _ = residuals(problem, field, params, batch)
+    return jnp.mean(r**2) / scale
+
+
+def ratio_with_stderr(num: jax.Array, den: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """mean(num) / mean(den) over a rows x columns grid, with a standard error.
+
+    Rows (states) and columns (points) are independent draws but cells of one row or
+    column share a draw, so the variance of a grid mean is estimated by the crossed
+    two-way form var(row means) / R + var(column means) / C. The ratio is linearised
+    (delta method): z = num - q den.
+    """
+    q = jnp.mean(num) / jnp.mean(den)
+    z = num - q * den
+    R, C = z.shape
+    var = jnp.var(jnp.mean(z, 1), ddof=1) / R + jnp.var(jnp.mean(z, 0), ddof=1) / C
+    return q, jnp.sqrt(var) / jnp.mean(den)
+
+
+def normalized_loss(problem: Problem, field, params, batch: Batch) -> dict[str, jax.Array]:
+    """L(V) / L(0) on a (held-out) batch, with its standard error, and the raw L(V), L(0)."""
+    r, dw = residuals(problem, field, params, batch)
+    P = r.shape[-1]
+    r2, d2 = (r**2).reshape(-1, P), (dw**2).reshape(-1, P)
+    q, se = ratio_with_stderr(r2, d2)
+    return {
+        "normalized_loss": q,
+        "normalized_loss_stderr": se,
+        "loss": jnp.mean(r2),
+        "loss_zero_field": jnp.mean(d2),
+    }
