@@ -135,7 +135,7 @@ def _train(cfg: Config, out: Path | None, progress: bool, resume: bool) -> Train
     step_fn = make_step(problem, field, optimizer, cfg, scale, k_data)
     bar = _progress(progress, t.steps, start, cfg.name)
     losses = []
-    last_good = start
+    last_good = start if start > 0 else None
     i = start
     rate_t, rate_i = time.perf_counter(), start
     try:
@@ -151,9 +151,12 @@ def _train(cfg: Config, out: Path | None, progress: bool, resume: bool) -> Train
             if not (np.all(np.isfinite(chunk)) and _all_finite(params_new)):
                 raise NonFiniteLossError(
                     f"{cfg.name}: the loss became non-finite between steps {i - len(chunk)} and "
-                    f"{i} (last values {chunk[-3:]}). Training stopped; the last good checkpoint "
-                    f"is step {last_good}"
-                    + (f" in {out / 'checkpoints'}" if out else "")
+                    f"{i} (last values {chunk[-3:]}). Training stopped; "
+                    + (
+                        f"the last good checkpoint is step {last_good} in {out / 'checkpoints'}"
+                        if out is not None and last_good is not None
+                        else "no checkpoint had been written yet"
+                    )
                     + ". Lower train.lr, keep train.clip > 0, or use --x64."
                 )
             params, opt_state = params_new, opt_new
