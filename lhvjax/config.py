@@ -87,7 +87,7 @@ class TrainConfig:
 class EvalConfig:
     states: int = 128  # per time group
     points: int = 2048
-    times: int = 8  # time_dependent only
+    times: int = 8  # time groups (all at t = 0 unless the field is time_dependent)
     seed: int = 1_000_003  # held-out: drawn from a key no training step uses
 
 

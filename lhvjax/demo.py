@@ -28,12 +28,13 @@ _COMMON = ["train.steps=1500", "train.eval_every=250", "eval.points=1024", "eval
 
 def format_table(rows: list[dict]) -> str:
     lines = [
-        "| run | held-out L(V)/L(0) | stderr | steps | wall s |",
-        "|---|---|---|---|---|",
+        "| run | held-out L(V)/L(0) | stderr | per-state mean | stderr | steps | wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in rows:
         lines.append(
             f"| {s['name']} | {s['normalized_loss']:.4g} | {s['normalized_loss_stderr']:.2g} "
+            f"| {s['per_state_normalized_loss']:.4g} | {s['per_state_normalized_loss_stderr']:.2g} "
             f"| {s['steps']} | {s['wall_time_s']:.0f} |"
         )
     return "\n".join(lines)

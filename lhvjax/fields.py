@@ -68,8 +68,12 @@ class _MLP(nn.Module):
     @nn.compact
     def __call__(self, h):
         act = _activation(self.activation)
+        # random biases: with zero biases an odd activation (tanh, sin) makes the whole
+        # network odd in lambda, and it could never learn an even field such as the
+        # exchange precession V_1 = l2 x l1
+        bias = nn.initializers.uniform(2.0)
         for _ in range(self.depth):
-            h = act(nn.Dense(self.width)(h))
+            h = act(nn.Dense(self.width, bias_init=lambda k, s, d=None: bias(k, s, d) - 1.0)(h))
         init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()
         return nn.Dense(self.out, kernel_init=init)(h)
 

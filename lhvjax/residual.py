@@ -157,14 +157,24 @@ def ratio_with_stderr(num: jax.Array, den: jax.Array) -> tuple[jax.Array, jax.Ar
 
 
 def normalized_loss(problem: Problem, field, params, batch: Batch) -> dict[str, jax.Array]:
-    """L(V) / L(0) on a (held-out) batch, with its standard error, and the raw L(V), L(0)."""
+    """L(V) / L(0) on a (held-out) batch, with its standard error, and the raw L(V), L(0).
+
+    Also the per-state figure mean_rho [L_rho(V) / L_rho(0)], which weighs every state
+    equally. It matters for the svd gauge: there dw/dt grows like 1 / (gap between
+    singular values of T), the gap density of a full-rank ensemble vanishes only
+    linearly, so E (dw/dt)^2 diverges logarithmically and L(V) / L(0) is dominated by
+    the few most nearly degenerate states of the sample.
+    """
     r, dw = residuals(problem, field, params, batch)
     P = r.shape[-1]
     r2, d2 = (r**2).reshape(-1, P), (dw**2).reshape(-1, P)
     q, se = ratio_with_stderr(r2, d2)
+    per_state = jnp.mean(r2, 1) / jnp.mean(d2, 1)
     return {
         "normalized_loss": q,
         "normalized_loss_stderr": se,
+        "per_state_normalized_loss": jnp.mean(per_state),
+        "per_state_normalized_loss_stderr": jnp.std(per_state, ddof=1) / jnp.sqrt(len(per_state)),
         "loss": jnp.mean(r2),
         "loss_zero_field": jnp.mean(d2),
     }
