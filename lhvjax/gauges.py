@@ -145,14 +145,49 @@ class Gauge(abc.ABC):
             )
 
 
+@functools.lru_cache(maxsize=64)
+def _jit_vmap(fn):
+    # cached per bound method (equal for the same gauge instance), so repeated checks
+    # reuse one compilation instead of tracing and compiling the margin every call
+    return jax.jit(jax.vmap(fn))
+
+
 def _batched(fn, state: Bloch):
     batch = state.a.shape[:-1]
     flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[len(batch) :]), state)
-    out = jax.jit(jax.vmap(fn))(flat)
+    out = _jit_vmap(fn)(flat)
     return out.reshape(batch)
 
 
 # --- the svd gauge ---------------------------------------------------------------------------
+
+
+@jax.custom_jvp
+def _svd(T: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """U, S, V of a square T = U diag(S) V^T (columns u_j, v_j; S descending)."""
+    U, S, Vt = jnp.linalg.svd(T)
+    return U, S, jnp.swapaxes(Vt, -1, -2)
+
+
+@_svd.defjvp
+def _svd_jvp(primals, tangents):
+    # JAX's own rule for a square matrix, except that the coefficient 1 / (S_j^2 - S_i^2)
+    # of an exactly equal pair is 0 instead of inf: JAX's inf * 0 makes dp/dt NaN even for
+    # a zero tangent at states with T = 0 or T = eps u u^T (the maximally mixed state and
+    # the stationary states of the paper's counterexample). For distinct singular values
+    # the two rules agree; at an exactly equal pair with a nonzero tangent the derivative
+    # does not exist (SVD.check refuses such states) and this returns a finite value.
+    (T,), (dT,) = primals, tangents
+    U, S, V = _svd(T)
+    dP = jnp.swapaxes(U, -1, -2) @ dT @ V
+    dS = jnp.diagonal(dP, axis1=-2, axis2=-1)
+    Sr, Sc = S[..., None, :], S[..., :, None]  # S_j along rows, S_i along columns
+    diff = Sr**2 - Sc**2  # [i, j] = S_j^2 - S_i^2
+    F = jnp.where(diff != 0, 1 / jnp.where(diff != 0, diff, 1), 0)
+    dPt = jnp.swapaxes(dP, -1, -2)
+    dU = U @ (F * (dP * Sr + Sc * dPt))
+    dV = V @ (F * (Sc * dP + dPt * Sr))
+    return (U, S, V), (dU, dS, dV)
 
 
 class SVDPrepared(NamedTuple):
@@ -175,9 +210,9 @@ class SVD(Gauge):
         self.degeneracy_tol = degeneracy_tol
 
     def prepare(self, state: Bloch) -> SVDPrepared:
-        U, S, Vt = jnp.linalg.svd(state.T)
+        U, S, V = _svd(state.T)
         c0 = 1 - _safe_norm(state.a) - _safe_norm(state.b) - jnp.sum(S)
-        return SVDPrepared(c0, state.a, state.b, S, U, Vt.T)
+        return SVDPrepared(c0, state.a, state.b, S, U, V)
 
     def density_prepared(self, P: SVDPrepared, lam: jax.Array) -> jax.Array:
         l1, l2 = lam[0], lam[1]
@@ -191,9 +226,10 @@ class SVD(Gauge):
 
     def singular_gap(self, state: Bloch) -> jax.Array:
         """Smallest gap between singular values of T, relative to the largest (batched)."""
-        S = jnp.linalg.svd(state.T, compute_uv=False)
-        gaps = jnp.abs(S[..., :, None] - S[..., None, :]) + jnp.eye(3) * jnp.inf
-        return jnp.min(gaps, axis=(-1, -2)) / jnp.maximum(S[..., 0], 1e-300)
+        S = jnp.linalg.svd(state.T, compute_uv=False)  # descending
+        gap = jnp.min(S[..., :-1] - S[..., 1:], axis=-1)
+        # T = 0 (all singular values equal) counts as degenerate: gap 0, not 0 / 0
+        return gap / jnp.maximum(S[..., 0], jnp.finfo(S.dtype).tiny)
 
     def check(self, state: Bloch, tol: float = 1e-9) -> None:
         super().check(state, tol)
@@ -209,7 +245,8 @@ class SVD(Gauge):
             )
 
     def visibility(self) -> Visibility:
-        return _svd_visibility()
+        with jax.enable_x64(True):  # a host-side optimisation: always in float64
+            return _svd_visibility()
 
     def sample(self, key, state: Bloch, n: int) -> jax.Array:
         """Exact samples from the mixture of eq. (33).
@@ -218,7 +255,14 @@ class SVD(Gauge):
         (0, b^) with |b| and (0, 0) with the rest. A party in rho(r^) is drawn as
         normalize(r^ + g), g uniform on S^2 (cosine-weighted hemisphere, the density
         4R(r^.lambda)); a party in rho(0) is uniform.
+
+        Called eagerly, an inadmissible state raises `InadmissibleStateError` (its mixture
+        weights are not a distribution); under a transformation (jit, vmap) the caller
+        must check admissibility first. A degenerate T is fine here: any SVD basis gives a
+        valid mixture for the state.
         """
+        if not isinstance(state.a, jax.core.Tracer):
+            Gauge.check(self, state)
         P = self.prepare(state)
         na, nb = _safe_norm(state.a), _safe_norm(state.b)
         ah = state.a / jnp.where(na > 0, na, 1.0)
@@ -283,42 +327,67 @@ class Linear(Gauge):
 
     name = "linear"
 
-    def __init__(self, margin_grid: int = 4096, margin_steps: int = 30):
+    def __init__(self, margin_grid: int = 1024, margin_steps: int = 10, margin_starts: int = 4):
         self.margin_grid = margin_grid
         self.margin_steps = margin_steps
+        self.margin_starts = margin_starts
 
     def prepare(self, state: Bloch) -> Bloch:
         return state
 
     def density_prepared(self, s: Bloch, lam: jax.Array) -> jax.Array:
-        l1, l2 = lam[0], lam[1]
-        return 1 + 2 * s.a @ l1 + 2 * s.b @ l2 + 4 * l1 @ s.T @ l2
+        return _linear_density(s, lam)
 
     def margin(self, state: Bloch) -> jax.Array:
         """min over S^2 x S^2 of w.
 
         For fixed l1 the minimum over l2 is 1 + 2 a.l1 - |2b + 4 T^T l1|, leaving a
-        minimisation over l1 in S^2: a Fibonacci grid, then projected gradient steps.
+        minimisation over l1 in S^2: a Fibonacci grid, then safeguarded Newton steps on
+        the sphere from the `margin_starts` best grid points (each step takes the best of
+        a Newton step, its halvings and a gradient step, so g never increases).
         """
+        dtype = state.a.dtype
+        a, c, D = state.a, 2 * state.b, 4 * state.T.T  # g(l1) = 1 + 2 a.l1 - |c + D l1|
 
         def g(l1):
-            l1 = normalize(l1)
-            return 1 + 2 * state.a @ l1 - _safe_norm(2 * state.b + 4 * state.T.T @ l1)
+            return 1 + 2 * a @ l1 - _safe_norm(c + D @ l1)
 
-        grid = jnp.asarray(_fibonacci_sphere(self.margin_grid), state.a.dtype)
+        grid = jnp.asarray(_fibonacci_sphere(self.margin_grid), dtype)
         vals = jax.vmap(g)(grid)
-        x = grid[jnp.argmin(vals)]
-        step = 2.0 / self.margin_grid**0.5
+        _, idx = jax.lax.top_k(-vals, min(self.margin_starts, self.margin_grid))
+        spacing = 1.0 / self.margin_grid**0.5  # about the grid's angular spacing
+        e_x = jnp.asarray([1.0, 0.0, 0.0], dtype)
+        e_y = jnp.asarray([0.0, 1.0, 0.0], dtype)
+        eye3 = jnp.eye(3, dtype=dtype)
 
-        def body(i, x):
-            gr = project(x, jax.grad(g)(x))
-            return normalize(x - step * gr / (1 + jnp.linalg.norm(gr)))
+        def step(i, x):
+            # Riemannian gradient and Hessian of g at x in a tangent basis E (analytic:
+            # cheap to compile); the chart u -> normalize(x + E u) adds -(x . grad) 1
+            r = c + D @ x
+            nr = jnp.maximum(jnp.linalg.norm(r), jnp.finfo(dtype).tiny)
+            rh = r / nr
+            grad = 2 * a - D.T @ rh
+            hess = -(D.T @ (eye3 - jnp.outer(rh, rh)) @ D) / nr
+            e1 = normalize(project(x, jnp.where(jnp.abs(x[0]) < 0.9, e_x, e_y)))
+            E = jnp.stack([e1, jnp.cross(x, e1)], -1)  # (3, 2)
+            gr = E.T @ grad
+            Hs = E.T @ hess @ E - (x @ grad) * jnp.eye(2, dtype=dtype)
+            det = Hs[0, 0] * Hs[1, 1] - Hs[0, 1] * Hs[1, 0]
+            pd = (Hs[0, 0] > 0) & (det > 0)
+            inv = jnp.stack([jnp.stack([Hs[1, 1], -Hs[0, 1]]), jnp.stack([-Hs[1, 0], Hs[0, 0]])])
+            un = jnp.where(pd, -(inv @ gr) / jnp.where(pd, det, 1.0), -gr)
+            un = un * jnp.minimum(1.0, 0.5 / (jnp.linalg.norm(un) + 1e-30))
+            ug = -spacing * gr / (1 + jnp.linalg.norm(gr))
+            us = jnp.stack([0 * un, un, un / 2, un / 4, un / 16, ug])
+            cands = normalize(x + us @ E.T)
+            return cands[jnp.argmin(jax.vmap(g)(cands))]
 
-        x = jax.lax.fori_loop(0, self.margin_steps, body, x)
-        return jnp.minimum(jnp.min(vals), g(x))
+        refined = jax.vmap(lambda x: jax.lax.fori_loop(0, self.margin_steps, step, x))(grid[idx])
+        return jnp.minimum(jnp.min(vals), jnp.min(jax.vmap(g)(refined)))
 
     def visibility(self) -> Visibility:
-        return _linear_visibility()
+        with jax.enable_x64(True):
+            return _linear_visibility()
 
     def sample(self, key, state: Bloch, n: int) -> jax.Array:
         """Exact samples by rejection from uniform proposals with the bound
@@ -330,17 +399,30 @@ class Linear(Gauge):
             + 2 * _safe_norm(state.b)
             + 4 * jnp.linalg.norm(state.T, ord=2)
         )
-        dens = jax.jit(jax.vmap(lambda lam: self.density(state, lam)))
         out, have = [], 0
         while have < n:
-            key, kp, ka = jax.random.split(key, 3)
-            m = max(256, int(math.ceil(1.2 * (n - have) * bound)))
-            lam = uniform(kp, m, 2, state.a.dtype)
-            keep = jax.random.uniform(ka, (m,), state.a.dtype) * bound < dens(lam)
+            key, sub = jax.random.split(key)
+            # proposal counts are powers of two, so a few compilations serve every call
+            m = max(256, 1 << math.ceil(math.log2(1.2 * (n - have) * bound)))
+            lam, keep = _linear_proposals(sub, state, bound, m)
             acc = np.asarray(lam)[np.asarray(keep)]
             out.append(acc)
             have += len(acc)
         return jnp.asarray(np.concatenate(out)[:n])
+
+
+def _linear_density(s: Bloch, lam: jax.Array) -> jax.Array:
+    l1, l2 = lam[0], lam[1]
+    return 1 + 2 * s.a @ l1 + 2 * s.b @ l2 + 4 * l1 @ s.T @ l2
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _linear_proposals(key, state: Bloch, bound, m: int):
+    """m uniform proposals and whether each is accepted (u * bound < w)."""
+    kp, ka = jax.random.split(key)
+    lam = uniform(kp, m, 2, state.a.dtype)
+    w = jax.vmap(_linear_density, in_axes=(None, 0))(state, lam)
+    return lam, jax.random.uniform(ka, (m,), state.a.dtype) * bound < w
 
 
 @functools.cache

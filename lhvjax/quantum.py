@@ -251,13 +251,17 @@ def propagator(H, t) -> jax.Array:
 def _td_propagator(H: TimeDependent, t, t0=0.0) -> jax.Array:
     n = max(1, int(H.steps))  # a fixed count keeps shapes static under jit
     dt = (t - t0) / n
-    U0 = jnp.eye(4, dtype=jnp.result_type(jnp.asarray(t).dtype, jnp.complex64))
+
+    def factor(k):
+        return propagator(H.fn(t0 + (k + 0.5) * dt), dt)
+
+    # the first factor fixes the carry's dtype (whatever dtypes t and H.fn(t) have)
+    U1 = factor(0)
 
     def step(U, k):
-        tm = t0 + (k + 0.5) * dt
-        return propagator(H.fn(tm), dt) @ U, None
+        return (factor(k) @ U).astype(U.dtype), None
 
-    U, _ = jax.lax.scan(step, U0, jnp.arange(n))
+    U, _ = jax.lax.scan(step, U1, jnp.arange(1, n))
     return U
 
 
