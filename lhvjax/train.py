@@ -22,9 +22,17 @@ import optax
 from lhvjax import config as config_lib
 from lhvjax.config import Config
 from lhvjax.fields import init_params
-from lhvjax.residual import normalized_loss, sample_batch, state_features
+from lhvjax.residual import loss, normalized_loss, sample_batch, state_features
 
-__all__ = ["TrainResult", "NonFiniteLossError", "make_optimizer", "make_step", "train"]
+__all__ = [
+    "TrainResult",
+    "NonFiniteLossError",
+    "make_optimizer",
+    "init_run",
+    "update",
+    "make_step",
+    "train",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,12 +44,71 @@ class TrainResult(NamedTuple):
     params: Any
 
 
-def make_optimizer(t: config_lib.TrainConfig) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, t.lr, min(t.warmup, max(t.steps - 1, 1)), max(t.steps, 2), t.lr * t.lr_final_fraction
-    )
-    parts = [optax.clip_by_global_norm(t.clip)] if t.clip > 0 else []
-    return optax.chain(*parts, optax.adam(schedule))
+def make_optimizer(
+    t: config_lib.TrainConfig, *, inject: bool = False
+) -> optax.GradientTransformation:
+    """Adam with warmup + cosine decay from t.lr to t.lr * t.lr_final_fraction and clipping.
+
+    With `inject=True` the peak learning rate is an `optax.inject_hyperparams`
+    hyperparameter: it lives in the optimiser state (`state.hyperparams["learning_rate"]`,
+    set from t.lr by `init`), so it may be a traced value that differs across a vmapped
+    batch of runs. Both forms compute the same updates for the same learning rate.
+    """
+
+    def build(learning_rate):
+        schedule = _warmup_cosine(t, learning_rate)
+        parts = [optax.clip_by_global_norm(t.clip)] if t.clip > 0 else []
+        return optax.chain(*parts, optax.adam(schedule))
+
+    if inject:
+        return optax.inject_hyperparams(build)(learning_rate=t.lr)
+    return build(t.lr)
+
+
+def _warmup_cosine(t: config_lib.TrainConfig, peak):
+    """Linear warmup from 0 to `peak`, then cosine decay to peak * t.lr_final_fraction.
+
+    A float peak gets `optax.warmup_cosine_decay_schedule` itself. A traced peak (which
+    that function cannot take: it tests `peak_value == 0.0`) gets the same values: optax
+    evaluates the schedule in float32 from the int32 step count, except that the
+    Python-float peak multiplies the cosine factor in the default float precision, the
+    product being rounded to float32 at the end; this follows that path step by step.
+    """
+    warmup = min(t.warmup, max(t.steps - 1, 1))
+    total = max(t.steps, 2)
+    if isinstance(peak, float):
+        return optax.warmup_cosine_decay_schedule(
+            0.0, peak, warmup, total, peak * t.lr_final_fraction
+        )
+    linear = optax.linear_schedule(0.0, jnp.asarray(peak, jnp.float32), warmup)
+    cosine = optax.cosine_decay_schedule(1.0, total - warmup, alpha=t.lr_final_fraction)
+
+    def schedule(count):
+        value = jnp.where(count < warmup, linear(count), peak * cosine(count - warmup))
+        return value.astype(jnp.float32)
+
+    return schedule
+
+
+def init_run(field, optimizer, key, n_features: int, dtype):
+    """(params, opt_state, data key) of a run seeded by `key` (= jax.random.key(train.seed)).
+
+    Pure, so a sweep can vmap it over seeds; `train` uses it for the same numbers.
+    """
+    k_init, k_data = jax.random.split(key)
+    params = init_params(field, k_init, n_features=n_features, dtype=dtype)
+    return params, optimizer.init(params), k_data
+
+
+def update(problem, field, optimizer, params, opt_state, batch, scale):
+    """One optimiser step on `batch` (pure): (params, opt_state, loss / scale)."""
+
+    def loss_fn(params):
+        return loss(problem, field, params, batch, scale)
+
+    value, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
 
 
 def _groups(cfg: Config, section) -> int:
@@ -55,17 +122,10 @@ def make_step(problem, field, optimizer, cfg: Config, scale, key):
     t = cfg.train
     groups = _groups(cfg, t)
 
-    def loss_fn(params, batch):
-        from lhvjax.residual import loss
-
-        return loss(problem, field, params, batch, scale)
-
     @jax.jit
     def step(params, opt_state, i):
         batch = sample_batch(problem, jax.random.fold_in(key, i), groups, t.states, t.points)
-        value, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        return update(problem, field, optimizer, params, opt_state, batch, scale)
 
     return step
 
@@ -97,15 +157,19 @@ def _train(cfg: Config, out: Path | None, progress: bool, resume: bool) -> Train
     problem = config_lib.build_problem(cfg)
     field = config_lib.build_field(cfg)
     dtype = jnp.zeros(()).dtype
-    key = jax.random.key(t.seed)
-    k_init, k_data = jax.random.split(key)
-    params = init_params(field, k_init, n_features=_feature_count(problem), dtype=dtype)
     optimizer = make_optimizer(t)
-    opt_state = optimizer.init(params)
+    params, opt_state, k_data = init_run(
+        field, optimizer, jax.random.key(t.seed), _feature_count(problem), dtype
+    )
 
     ev = cfg.eval
     held_out = sample_batch(problem, jax.random.key(ev.seed), ev.times, ev.states, ev.points, dtype)
-    evaluate = jax.jit(lambda p: normalized_loss(problem, field, p, held_out))
+    # the held-out grid is an argument, not a closed-over constant XLA would try to fold
+    evaluate_on = jax.jit(lambda p, b: normalized_loss(problem, field, p, b))
+
+    def evaluate(p):
+        return evaluate_on(p, held_out)
+
     scale = evaluate(params)["loss_zero_field"]
 
     start = 0
