@@ -172,8 +172,11 @@ def init_params(field, key, n_spheres: int = 2, n_features: int = 0, dtype=jnp.f
     if isinstance(field, KnownField):
         return {}
     if isinstance(field, DeepONetField):
-        return field.init(key, lam, jnp.zeros((n_features,), dtype))
-    return field.init(key, lam, jnp.zeros((), dtype))
+        params = field.init(key, lam, jnp.zeros((n_features,), dtype))
+    else:
+        params = field.init(key, lam, jnp.zeros((), dtype))
+    # flax keeps parameters in float32 by default; a float64 run must train in float64
+    return jax.tree.map(lambda x: x.astype(dtype), params)
 
 
 def evaluate(field, params, lam: jax.Array, t=None, features=None):

@@ -7,7 +7,12 @@ import pytest
 from lhvjax import config
 from lhvjax.config import ConfigError
 
-EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+# run configs; the sweep files experiments/sweep_*.toml are checked in test_sweep.py
+EXPERIMENTS = sorted(
+    p
+    for p in (Path(__file__).parent.parent / "experiments").glob("*.toml")
+    if not p.stem.startswith("sweep_")
+)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
