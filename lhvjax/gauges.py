@@ -182,8 +182,12 @@ def _svd_jvp(primals, tangents):
     dP = jnp.swapaxes(U, -1, -2) @ dT @ V
     dS = jnp.diagonal(dP, axis1=-2, axis2=-1)
     Sr, Sc = S[..., None, :], S[..., :, None]  # S_j along rows, S_i along columns
-    diff = Sr**2 - Sc**2  # [i, j] = S_j^2 - S_i^2
-    F = jnp.where(diff != 0, 1 / jnp.where(diff != 0, diff, 1), 0)
+    # [i, j] = S_j^2 - S_i^2 as a product, so that the diagonal is exactly 0 however XLA
+    # fuses it (Sr**2 - Sc**2 came out nonzero on the diagonal in some jitted batch sizes,
+    # giving dU ~ 1e16); the diagonal is masked explicitly as well
+    diff = (Sr - Sc) * (Sr + Sc)
+    off = (diff != 0) & ~jnp.eye(S.shape[-1], dtype=bool)
+    F = jnp.where(off, 1 / jnp.where(off, diff, 1), 0)
     dPt = jnp.swapaxes(dP, -1, -2)
     dU = U @ (F * (dP * Sr + Sc * dPt))
     dV = V @ (F * (Sc * dP + dPt * Sr))

@@ -396,3 +396,18 @@ def test_svd_float32_agrees_with_float64(f32):
     eps32 = float(np.finfo(np.float32).eps)
     assert np.all(d_rel < 1e-6 + 16 * eps32 / gap), (d_rel, gap)
     assert np.median(d_rel) < 1e-6
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_svd_jvp_is_batch_size_independent_under_jit(n):
+    # regression: S_j^2 - S_i^2 fused by XLA was not exactly 0 on the diagonal for some
+    # batch sizes, and the frame derivative came out ~1e16
+    from lhvjax import quantum
+
+    st = quantum.random_states(jax.random.key(21), 8, 0.2)
+    vel = quantum.bloch_derivative(quantum.heisenberg(1.0), st)
+    g = SVD()
+    ref = jax.vmap(g.prepare_jvp)(st, vel)[1].U
+    sub = jax.tree.map(lambda x: x[:n], (st, vel))
+    out = jax.jit(jax.vmap(g.prepare_jvp))(*sub)[1].U
+    np.testing.assert_allclose(out, ref[:n], atol=1e-12)
