@@ -54,6 +54,21 @@ Evaluation
     `residual.ratio_with_stderr`; the training figure on the training grids themselves,
     with the same crossed standard error pooled over the independent batches. Their gap
     is the overfitting of the basis to the samples.
+
+Per-state reference (`per_state_floor`)
+    The control of DESIGN section 4 for a state-dependent V(lambda, rho): for each of the
+    first S states of the neural runs' held-out set (`sample_batch(problem,
+    key(eval.seed), eval.times, eval.states, ...)`, flattened time-major), the degree-K
+    harmonic basis is fitted to that state alone (its own normal equations, the same
+    Jacobi-scaled solve) on `fit_points` uniform points, and that state's residual is
+    evaluated on `eval_points` other uniform points. Both grids are shared by all states
+    (keys `per_state_keys(eval.seed)`, neither a training nor the held-out key), so the
+    (S, P) grids of r^2 and dw^2 go through `residual.ratio_with_stderr` (crossed
+    states x points variance). The pooled figure sum_rho L_rho(V_rho) / sum_rho L_rho(0)
+    is comparable to a state-dependent network's held-out L/L0; the mean over states of
+    L_rho(V_rho) / L_rho(0) to its per-state figure. A per-state field is the most any
+    state-dependent field built from degree-K tangent fields can do: it is the least-squares
+    reference such a network is held against, up to the fit's sampling (train vs held-out).
 """
 
 from __future__ import annotations
@@ -73,9 +88,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lhvjax import config as config_lib
-from lhvjax.fields import KnownField
+from lhvjax.fields import KnownField, evaluate
 from lhvjax.residual import Batch, Problem, ratio_with_stderr, residuals, sample_batch
-from lhvjax.sphere import normalize, project
+from lhvjax.sphere import normalize, project, uniform
 
 __all__ = [
     "Basis",
@@ -97,6 +112,8 @@ __all__ = [
     "training_keys",
     "heldout_key",
     "run_floor",
+    "per_state_floor",
+    "per_state_keys",
     "write_summary",
     "peak_memory_mb",
 ]
@@ -620,6 +637,7 @@ def _run_floor(cfg, degree, batches, time_degree, kind, rcond, chunk, train_eval
 
     n_train = batches * g_train * tr.states * tr.points
     return {
+        "kind": "state_independent",
         "name": cfg.name,
         "hamiltonian": cfg.physics.hamiltonian,
         "gauge": cfg.physics.gauge,
@@ -684,6 +702,283 @@ def _run_floor(cfg, degree, batches, time_degree, kind, rcond, chunk, train_eval
     }
 
 
+# --- the per-state reference -------------------------------------------------------------------
+
+
+def per_state_keys(eval_seed: int) -> tuple:
+    """(fit key, evaluation key) of the per-state floor's point grids: fold_in(key(eval.seed),
+    1) and 2 (the held-out states come from key(eval.seed) itself)."""
+    base = heldout_key(eval_seed)
+    return jax.random.fold_in(base, 1), jax.random.fold_in(base, 2)
+
+
+def _flat_states(batch: Batch, n: int) -> tuple:
+    """The first n states (and velocities) of a (G, S) grid, flattened time-major."""
+    take = lambda x: x.reshape(-1, *x.shape[2:])[:n]
+    return jax.tree.map(take, batch.states), jax.tree.map(take, batch.velocities)
+
+
+def _pad_states(tree, n: int):
+    """Pad the leading axis to n by repeating the last entry (padded rows are dropped)."""
+    pad = lambda x: (
+        jnp.concatenate([x, jnp.repeat(x[-1:], n - x.shape[0], 0)]) if n > x.shape[0] else x
+    )
+    return jax.tree.map(pad, tree)
+
+
+def _state_design(problem: Problem, prepared, dprepared, lam, values, divs):
+    """A (S, P, n) and dw (S, P) for prepared states (S,) on shared points lam (P,), from
+    the basis values and divergences at those points."""
+    per_point = jax.vmap(problem.gauge.terms, in_axes=(None, None, 0))
+    w, dw, grad = jax.vmap(per_point, in_axes=(0, 0, None))(prepared, dprepared, lam)
+    A = w[..., None] * divs[None] + jnp.einsum("spkc,pikc->spi", grad, values)
+    return A, dw
+
+
+def per_state_floor(
+    cfg: config_lib.Config,
+    degree: int,
+    states: int = 32,
+    fit_points: int = 4096,
+    eval_points: int = 4096,
+    *,
+    rcond: float = 1e-10,
+    chunk: int = 8,
+    check_states: int = 2,
+    check_points: int = 256,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The per-state least-squares reference at basis degree `degree` (the module doc).
+
+    States: the first `states` of the held-out set of `cfg` (as the neural runs draw it).
+    Each gets its own harmonic degree-K field, fitted on `fit_points` shared uniform points
+    and evaluated on `eval_points` others. Work is vmapped over `chunk` states at a time
+    (memory about chunk x points x basis size x 8 bytes per step). The held-out residual is
+    dw + A c with the analytic divergences; for the first `check_states` states its field
+    part A c = w div V + V . grad w is recomputed on `check_points` points with the fitted
+    field as a `KnownField` through `fields.evaluate` (divergence by jacfwd), and the
+    largest difference reported relative to that state's rms dw/dt. Always float64.
+    """
+    with jax.enable_x64(True):
+        return _per_state_floor(
+            cfg,
+            degree,
+            states,
+            fit_points,
+            eval_points,
+            rcond,
+            chunk,
+            check_states,
+            check_points,
+            progress,
+        )
+
+
+def _per_state_floor(
+    cfg,
+    degree,
+    n_states,
+    fit_points,
+    eval_points,
+    rcond,
+    chunk,
+    check_states,
+    check_points,
+    progress,
+):
+    ev = cfg.eval
+    if n_states < 2:
+        raise config_lib.ConfigError(
+            f"states must be at least 2 (a standard error); got {n_states}"
+        )
+    if n_states > ev.times * ev.states:
+        raise config_lib.ConfigError(
+            f"states = {n_states} exceeds the held-out set (eval.times x eval.states = "
+            f"{ev.times * ev.states})"
+        )
+    if min(fit_points, eval_points) < 2:
+        raise config_lib.ConfigError("fit_points and eval_points must be at least 2")
+    if chunk < 1:
+        raise config_lib.ConfigError(f"chunk must be at least 1; got {chunk}")
+    try:
+        basis = HarmonicBasis(degree)
+    except ValueError as err:
+        raise config_lib.ConfigError(str(err)) from None
+    t_start = time.perf_counter()
+    problem = config_lib.build_problem(cfg)
+    held_out = sample_batch(problem, heldout_key(ev.seed), ev.times, ev.states, ev.points)
+    st, vel = _flat_states(held_out, n_states)
+    k_fit, k_eval = per_state_keys(ev.seed)
+    lam_fit = uniform(k_fit, fit_points, problem.n_spheres)
+    lam_eval = uniform(k_eval, eval_points, problem.n_spheres)
+    n_chunks = -(-n_states // chunk)
+    # the per-state gauge work (the SVD and its JVP) once per state, outside jit: inside a
+    # jitted computation XLA may contract S_j^2 - S_i^2 of the svd gauge's JVP rule into
+    # a fused multiply-add that is not exactly 0 at i = j, and then dw/dt comes out as
+    # ~1e16 (seen on the CPU for batches of 1 or 3 states); op by op it is exact
+    prepared, dprepared = jax.vmap(problem.gauge.prepare_jvp)(st, vel)
+    pre_p = _pad_states(prepared, n_chunks * chunk)
+    dpre_p = _pad_states(dprepared, n_chunks * chunk)
+    chunk_of = lambda tree, i: jax.tree.map(lambda x: x[i * chunk : (i + 1) * chunk], tree)
+    spatial = jax.jit(jax.vmap(basis.spatial))
+
+    def log(what, i, n):
+        if progress:
+            print(f"  K={degree} per-state {what}: chunk {i}/{n}", file=sys.stderr, flush=True)
+
+    # fit: per-state normal equations on the shared fit grid
+    @jax.jit
+    def normal_equations(s, v, lam, values, divs):
+        A, dw = _state_design(problem, s, v, lam, values, divs)
+        M = jnp.einsum("spi,spj->sij", A, A)
+        return M, jnp.einsum("spi,sp->si", A, dw), jnp.sum(dw**2, 1)
+
+    values, divs = spatial(lam_fit)
+    Ms, ys, ds = [], [], []
+    for i in range(n_chunks):
+        M, y, d = normal_equations(chunk_of(pre_p, i), chunk_of(dpre_p, i), lam_fit, values, divs)
+        Ms.append(np.asarray(M))
+        ys.append(np.asarray(y))
+        ds.append(np.asarray(d))
+        log("fit", i + 1, n_chunks)
+    M, y, d = (np.concatenate(x)[:n_states] for x in (Ms, ys, ds))
+    t_fit = time.perf_counter()
+
+    sols = [
+        solve(NormalEquations(M[s], y[s], d[s], np.asarray(fit_points, np.float64)), rcond)
+        for s in range(n_states)
+    ]
+    C = np.stack([sol.c for sol in sols])
+    t_solve = time.perf_counter()
+
+    # residual grids r = dw + A c: in-sample (fit grid) and held-out (eval grid)
+    @jax.jit
+    def grid(s, v, c, lam, values, divs):
+        A, dw = _state_design(problem, s, v, lam, values, divs)
+        return jnp.einsum("spi,si->sp", A, c) + dw, dw
+
+    C_p = _pad_states(jnp.asarray(C), n_chunks * chunk)
+
+    def residual_grid(lam, vals, dvs, what):
+        rs, dws = [], []
+        for i in range(n_chunks):
+            r, dw = grid(chunk_of(pre_p, i), chunk_of(dpre_p, i), chunk_of(C_p, i), lam, vals, dvs)
+            rs.append(np.asarray(r))
+            dws.append(np.asarray(dw))
+            log(what, i + 1, n_chunks)
+        return np.concatenate(rs)[:n_states], np.concatenate(dws)[:n_states]
+
+    tr_r, tr_dw = residual_grid(lam_fit, values, divs, "train")
+    del values, divs
+    t_train = time.perf_counter()
+    r, dw = residual_grid(lam_eval, *spatial(lam_eval), "held-out")
+    t_eval = time.perf_counter()
+    tr_r2, tr_d2, r2, d2 = tr_r**2, tr_dw**2, r**2, dw**2
+
+    # an independent check of the field's part of the held-out residual, w div V + V.grad w:
+    # the fitted field as a KnownField through fields.evaluate (V and its divergence by
+    # jacfwd, as residual.residuals evaluates a field), against A c of the analytic design.
+    # (Not residual.residuals itself: its dw/dt, jitted for a single state, can hit the
+    # svd-gauge rounding fault above, and r - dw/dt would then lose every digit.)
+    @jax.jit
+    def field_part(c, prep, dprep, lam):  # c traced: one compilation for every state
+        def fn(x):
+            v, _ = basis.spatial(x)
+            return jnp.einsum("i,ikc->kc", c, v)
+
+        V, div = evaluate(KnownField(fn, "per_state"), {}, lam)  # (1, P, 2, 3), (1, P)
+        w, _, grad = jax.vmap(problem.gauge.terms, in_axes=(None, None, 0))(prep, dprep, lam)
+        return w * div[0] + jnp.sum(V[0] * grad, axis=(-1, -2))
+
+    check_err = []
+    n_check = min(check_states, n_states)
+    n_pts = min(check_points, eval_points)
+    for s in range(n_check):
+        one = lambda x, s=s: x[s]
+        f_ref = field_part(
+            jnp.asarray(C[s]),
+            jax.tree.map(one, prepared),
+            jax.tree.map(one, dprepared),
+            lam_eval[:n_pts],
+        )
+        diff = np.max(np.abs(np.asarray(f_ref) - (r[s, :n_pts] - dw[s, :n_pts])))
+        check_err.append(float(diff / np.sqrt(d2[s].mean())))
+    t_end = time.perf_counter()
+
+    q, se = (float(x) for x in ratio_with_stderr(jnp.asarray(r2), jnp.asarray(d2)))
+    tq, tse = (float(x) for x in ratio_with_stderr(jnp.asarray(tr_r2), jnp.asarray(tr_d2)))
+    num, den = r2.mean(1), d2.mean(1)
+    z = num - q * den  # delta method over states alone (ignores the shared points)
+    se_states = float(np.std(z, ddof=1) / np.sqrt(n_states) / den.mean())
+    per_state = num / den
+    tr_per_state = tr_r2.mean(1) / tr_d2.mean(1)
+    quad = np.array([sol.train_quadratic for sol in sols])
+    ranks = np.array([sol.rank for sol in sols])
+    sem = lambda x: float(np.std(x, ddof=1) / np.sqrt(x.size))
+    return {
+        "kind": "per_state",
+        "name": cfg.name,
+        "hamiltonian": cfg.physics.hamiltonian,
+        "gauge": cfg.physics.gauge,
+        "degree": degree,
+        "basis": "harmonic",
+        "basis_size": basis.size,
+        # pooled over states: sum_rho L_rho(V_rho) / sum_rho L_rho(0), crossed s.e.
+        "normalized_loss": q,
+        "normalized_loss_stderr": se,
+        "normalized_loss_stderr_states_only": se_states,
+        "train_normalized_loss": tq,
+        "train_normalized_loss_stderr": tse,
+        # mean over states of L_rho(V_rho) / L_rho(0)
+        "per_state_normalized_loss": float(per_state.mean()),
+        "per_state_normalized_loss_stderr": sem(per_state),
+        "per_state_normalized_loss_median": float(np.median(per_state)),
+        "train_per_state_normalized_loss": float(tr_per_state.mean()),
+        "train_per_state_normalized_loss_stderr": sem(tr_per_state),
+        # in-sample figures from the normal equations (agree with the train grid's)
+        "train_quadratic_max_abs_diff": float(np.max(np.abs(quad - tr_per_state))),
+        "heldout_loss": float(r2.mean()),
+        "heldout_loss_zero_field": float(d2.mean()),
+        "heldout_max_state_share_of_L0": float(den.max() / den.sum()),
+        "states_normalized_loss": per_state.tolist(),
+        "states_train_normalized_loss": tr_per_state.tolist(),
+        "states_loss_zero_field": den.tolist(),
+        "check_states": n_check,
+        "check_points": n_pts,
+        "check_max_abs_diff_relative": max(check_err) if check_err else None,
+        "samples": {
+            "states": n_states,
+            "states_from": f"first {n_states} of sample_batch(key(eval.seed={ev.seed}), "
+            f"eval.times={ev.times}, eval.states={ev.states}), time-major",
+            "fit_points": fit_points,
+            "eval_points": eval_points,
+            "points_keys": "fold_in(key(eval.seed), 1) fit, fold_in(key(eval.seed), 2) eval",
+        },
+        "samples_per_unknown": fit_points / basis.size,
+        "eigenvalue_cutoff_relative": rcond,
+        "rank_min": int(ranks.min()),
+        "rank_max": int(ranks.max()),
+        "eigenvalue_min": float(min(sol.eigenvalues[0] for sol in sols)),
+        "eigenvalue_max": float(max(sol.eigenvalues[-1] for sol in sols)),
+        "coefficient_norm_max": float(np.max(np.linalg.norm(C, axis=1))),
+        "chunk": chunk,
+        "wall_time_s": t_end - t_start,
+        "time_fit_s": t_fit - t_start,
+        "time_solve_s": t_solve - t_fit,
+        "time_train_eval_s": t_train - t_solve,
+        "time_heldout_s": t_eval - t_train,
+        "time_check_s": t_end - t_eval,
+        "peak_memory_mb": peak_memory_mb(),
+        # the largest arrays of one step: A for a chunk of states, and the basis values
+        "design_matrix_mb": chunk * max(fit_points, eval_points) * basis.size * 8 / 2**20,
+        "basis_values_mb": max(fit_points, eval_points) * basis.size * 7 * 8 / 2**20,
+        "dtype": "float64",
+        "config": config_lib.to_dict(cfg),
+        "_coefficients": C,
+        "_labels": basis.labels(),
+    }
+
+
 def write_summary(out: str | Path, result: dict) -> Path:
     """DIR/summary.json (everything but the arrays) and DIR/coefficients.npz."""
     out = Path(out)
@@ -691,7 +986,13 @@ def write_summary(out: str | Path, result: dict) -> Path:
     summary = {k: v for k, v in result.items() if not k.startswith("_")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     sol = result.get("_solution")
-    if sol is not None:
+    if "_coefficients" in result:  # per-state: one row of coefficients per state
+        np.savez(
+            out / "coefficients.npz",
+            c=result["_coefficients"],
+            labels=np.asarray(result["_labels"]),
+        )
+    elif sol is not None:
         np.savez(
             out / "coefficients.npz",
             c=sol.c,
