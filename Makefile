@@ -5,7 +5,7 @@ VENV = .venv
 STAMP = $(VENV)/.installed
 
 # Only lint directories that exist.
-LINT_DIRS = $(wildcard lhvjax tests experiments benchmarks)
+LINT_DIRS = $(wildcard lhvjax tests experiments benchmarks notebooks)
 
 .PHONY: demo test test-slow lint results bench clean
 
