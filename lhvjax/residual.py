@@ -70,14 +70,30 @@ class Batch(NamedTuple):
     lam: jax.Array  # (P, N, 3)
 
 
-def sample_batch(problem: Problem, key, groups: int, states: int, points: int, dtype=None) -> Batch:
-    """A fresh grid: `groups` times, `states` states at each, `points` uniform points."""
+def sample_batch(
+    problem: Problem,
+    key,
+    groups: int,
+    states: int,
+    points: int,
+    dtype=None,
+    *,
+    visibility=None,
+    t_max=None,
+) -> Batch:
+    """A fresh grid: `groups` times, `states` states at each, `points` uniform points.
+
+    `visibility` and `t_max` override the problem's and may be traced (a vmapped sweep);
+    an overriding `t_max` always evolves. The draws are the same either way: states are
+    drawn at visibility 1 (an exact identity) and scaled by v.
+    """
     dtype = dtype or jnp.zeros(()).dtype
     kt, ks, kp = jax.random.split(key, 3)
-    rho0 = quantum.random_states(ks, groups * states, problem.visibility, problem.ensemble, dtype)
+    v = problem.visibility if visibility is None else visibility
+    rho0 = quantum.random_states(ks, groups * states, 1.0, problem.ensemble, dtype).scale(v)
     rho0 = jax.tree.map(lambda x: x.reshape(groups, states, *x.shape[1:]), rho0)
-    if problem.t_max > 0:
-        t = jax.random.uniform(kt, (groups,), dtype) * problem.t_max
+    if t_max is not None or problem.t_max > 0:
+        t = jax.random.uniform(kt, (groups,), dtype) * (problem.t_max if t_max is None else t_max)
         rho = jax.vmap(lambda s, ti: quantum.evolve(problem.hamiltonian, s, ti))(rho0, t)
     else:
         t = jnp.zeros((groups,), dtype)

@@ -136,7 +136,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lhvjax import config as config_lib
-from lhvjax import quantum
 from lhvjax.config import Config, ConfigError
 
 __all__ = [
@@ -524,32 +523,6 @@ def _describe(run: Run, swept: list[str]) -> str:
 # --- one group as pure functions ----------------------------------------------------------
 
 
-def _sample_batch(problem, key, groups, states, points, dtype, visibility, t_max):
-    """`residual.sample_batch` with the visibility and t_max as (traced) arguments.
-
-    The same draws as `residual.sample_batch(problem, key, ...)` when visibility =
-    problem.visibility and t_max = problem.t_max (tests/test_sweep.py checks it bit for
-    bit): `quantum.random_states` at visibility 1 (an exact identity scale) scaled by v.
-    `t_max=None` means t = 0 (a field that does not see time).
-    """
-    from lhvjax.residual import Batch
-    from lhvjax.sphere import uniform
-
-    kt, ks, kp = jax.random.split(key, 3)
-    rho0 = quantum.random_states(ks, groups * states, 1.0, problem.ensemble, dtype)
-    rho0 = rho0.scale(visibility)
-    rho0 = jax.tree.map(lambda x: x.reshape(groups, states, *x.shape[1:]), rho0)
-    if t_max is not None:
-        t = jax.random.uniform(kt, (groups,), dtype) * t_max
-        rho = jax.vmap(lambda s, ti: quantum.evolve(problem.hamiltonian, s, ti))(rho0, t)
-    else:
-        t = jnp.zeros((groups,), dtype)
-        rho = rho0
-    vel = jax.vmap(lambda s, ti: quantum.bloch_derivative(problem.hamiltonian_at(ti), s))(rho, t)
-    vel = jax.tree.map(lambda x: x.astype(dtype), vel)
-    return Batch(t, rho, vel, uniform(kp, points, problem.n_spheres, dtype))
-
-
 def _problem_at(problem, visibility):
     """`problem` with a traced visibility (what the state-dependent field's features are
     scaled by). `Problem.__post_init__` checks a float; the sweep has checked every run's
@@ -572,7 +545,7 @@ class _RunFunctions:
 def _run_functions(cfg: Config) -> _RunFunctions:
     """Must be called (and its functions traced) under jax.enable_x64(cfg.train.x64)."""
     from lhvjax import train
-    from lhvjax.residual import normalized_loss
+    from lhvjax.residual import normalized_loss, sample_batch
 
     t, ev = cfg.train, cfg.eval
     problem = config_lib.build_problem(cfg)
@@ -585,7 +558,9 @@ def _run_functions(cfg: Config) -> _RunFunctions:
 
     def sample(hp, key, groups, states, points):
         t_max = hp["t_max"] if timed else None
-        return _sample_batch(problem, key, groups, states, points, dtype, hp["visibility"], t_max)
+        return sample_batch(
+            problem, key, groups, states, points, dtype, visibility=hp["visibility"], t_max=t_max
+        )
 
     def init(hp):
         params, opt_state, _ = train.init_run(
