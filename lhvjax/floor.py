@@ -73,6 +73,7 @@ Per-state reference (`per_state_floor`)
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import math
@@ -138,7 +139,7 @@ def _legendre(tau: jax.Array, n: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Basis:
+class Basis(abc.ABC):
     """Tangent fields on S^2 x S^2 of spatial degree <= `degree` (see the module doc).
 
     `spatial(lam)` gives the spatial fields at one point (2, 3): values (n, 2, 3) and
@@ -162,18 +163,21 @@ class Basis:
                 raise ValueError("a time-dependent basis needs t_max > 0")
         self._build()
 
-    def _build(self) -> None:
-        pass
+    def _build(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Precompute what a subclass needs (nothing by default)."""
 
     @property
+    @abc.abstractmethod
     def n_spatial(self) -> int:
-        raise NotImplementedError
+        """Number of spatial fields."""
 
+    @abc.abstractmethod
     def spatial_labels(self) -> list[str]:
-        raise NotImplementedError
+        """A readable name per spatial field."""
 
+    @abc.abstractmethod
     def spatial(self, lam: jax.Array) -> tuple[jax.Array, jax.Array]:
-        raise NotImplementedError
+        """The spatial fields at one point and their divergences."""
 
     @property
     def n_time(self) -> int:
