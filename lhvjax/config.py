@@ -24,6 +24,7 @@ __all__ = [
     "EvalConfig",
     "Config",
     "load",
+    "read_toml",
     "from_dict",
     "to_dict",
     "apply_overrides",
@@ -206,17 +207,20 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """The tables of a TOML file; a missing file or bad TOML is a `ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{what} {path} is not valid TOML: {e}") from None
+
+
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a TOML file (or start from defaults), apply overrides, validate."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    data = read_toml(path) if path is not None else {}
     return from_dict(apply_overrides(data, overrides or []))
 
 

@@ -126,7 +126,6 @@ import itertools
 import json
 import os
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -268,12 +267,7 @@ class Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    data = config_lib.read_toml(path, "sweep file")
     return parse_sweep(data, default_name=path.stem, base_dir=path.parent)
 
 
@@ -431,13 +425,7 @@ def parse_sweep(data: dict, default_name: str = "sweep", base_dir: str | Path = 
     options = _options(data.get("sweep"))
     base = data.get("base", {})
     if isinstance(base, str):
-        path = Path(base_dir) / base
-        if not path.is_file():
-            raise ConfigError(f"base = {base!r}: {str(path)!r} does not exist")
-        try:
-            base = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"base file {path} is not valid TOML: {e}") from None
+        base = config_lib.read_toml(Path(base_dir) / base, f"base = {base!r}: file")
     if not isinstance(base, dict):
         raise ConfigError(f"base must be a table (a run config) or a file name; got {base!r}")
     base = {k: v for k, v in base.items() if k != "name"}
