@@ -104,6 +104,7 @@ from jax.flatten_util import ravel_pytree
 from lhvjax.residual import Batch, Problem, residuals, sample_batch
 
 __all__ = [
+    "tiny_overrides",
     "filter_normalized_direction",
     "random_directions",
     "normalized_loss_fn",
@@ -487,6 +488,24 @@ class Solution(NamedTuple):
     params: Any
     summary: dict  # the run's summary.json (held-out figures)
     source: str  # where it came from
+
+
+def tiny_overrides(small: bool = True) -> list[str]:
+    """Config overrides for a quick stand-in run, used by the notebooks where a canonical
+    run (experiments/run_all.py) is missing: 300 steps in the small setting, 1500 else."""
+    return [
+        "train.steps=300" if small else "train.steps=1500",
+        "train.states=16",
+        "train.points=128",
+        "train.warmup=20",
+        "train.eval_every=100000",
+        "train.log_every=100",
+        "field.width=32",
+        "field.depth=2",
+        "eval.states=32",
+        "eval.points=256",
+        "eval.times=2",
+    ]
 
 
 def load_or_train(

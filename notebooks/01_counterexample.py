@@ -40,7 +40,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lhvjax import config, floor, train
+from lhvjax import config, floor, landscape, train
 
 SMALL = os.environ.get("LHVJAX_SMALL", "1") == "1"
 ROOT = Path("..") if Path.cwd().name == "notebooks" else Path(".")  # relative: tidy outputs
@@ -52,19 +52,7 @@ T0 = time.perf_counter()
 # ## Load the results, or make tiny ones
 
 # %%
-TINY = [
-    "train.steps=300" if SMALL else "train.steps=1500",
-    "train.states=16",
-    "train.points=128",
-    "train.warmup=20",
-    "train.eval_every=100000",
-    "train.log_every=100",
-    "field.width=32",
-    "field.depth=2",
-    "eval.states=32",
-    "eval.points=256",
-    "eval.times=2",
-]
+TINY = landscape.tiny_overrides(SMALL)  # only where a canonical run is missing
 
 
 def tiny_search(names=("free_svd", "heisenberg_svd")):

@@ -45,19 +45,7 @@ SMALL = os.environ.get("LHVJAX_SMALL", "1") == "1"
 ROOT = Path("..") if Path.cwd().name == "notebooks" else Path(".")  # relative: tidy outputs
 EXPERIMENTS = Path(os.environ.get("LHVJAX_EXPERIMENTS", ROOT / "experiments"))
 T0 = time.perf_counter()
-TINY = [  # only used where a canonical run is missing
-    "train.steps=300" if SMALL else "train.steps=1500",
-    "train.states=16",
-    "train.points=128",
-    "train.warmup=20",
-    "train.eval_every=100000",
-    "train.log_every=100",
-    "field.width=32",
-    "field.depth=2",
-    "eval.states=32",
-    "eval.points=256",
-    "eval.times=2",
-]
+TINY = landscape.tiny_overrides(SMALL)  # only where a canonical run is missing
 GRID = maps.lonlat_grid(72, 36) if SMALL else maps.lonlat_grid(144, 72)
 ARROWS = maps.lonlat_grid(18, 9, margin=0.15)
 
