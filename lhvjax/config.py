@@ -22,6 +22,9 @@ __all__ = [
     "FieldConfig",
     "TrainConfig",
     "EvalConfig",
+    "WeakConfig",
+    "LagrangianConfig",
+    "LearnedGaugeConfig",
     "Config",
     "load",
     "read_toml",
@@ -30,9 +33,12 @@ __all__ = [
     "apply_overrides",
     "build_problem",
     "build_field",
+    "build_formulation",
+    "build_gauge",
 ]
 
 HAMILTONIANS = ("heisenberg", "xxz", "noninteracting", "matrix")
+FORMULATIONS = ("strong", "weak", "lagrangian")
 FIELD_KINDS = ("state_independent", "time_dependent", "state_dependent", "zero", "rotation")
 
 
@@ -51,9 +57,10 @@ class PhysicsConfig:
     n2: tuple[float, float, float] = (1.0, 0.0, 0.0)
     matrix_real: tuple[tuple[float, ...], ...] = ()  # "matrix": H = matrix_real + i matrix_imag
     matrix_imag: tuple[tuple[float, ...], ...] = ()
-    gauge: str = "svd"
+    gauge: str = "svd"  # svd | linear | learned (configured in [learned_gauge])
     visibility: float = 0.2
     ensemble: str = "hs"
+    formulation: str = "strong"  # strong | weak | lagrangian (configured in [weak], [lagrangian])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,12 +100,41 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WeakConfig:
+    degree: int = 3  # test functions Y_A(l1) Y_B(l2), degrees <= this on each sphere
+    tests: str = "full"  # full | odd (the moments the Bell statistics see)
+    blocks: int = 4  # point blocks for the unbiased squares
+
+
+@dataclasses.dataclass(frozen=True)
+class LagrangianConfig:
+    degree: int = 3  # odd moments up to this degree on each sphere
+    times: int = 4  # comparison times t_max * j / times, j = 1..times
+    t_max: float = 1.0
+    steps: int = 8  # Tsit5 steps over [0, t_max]
+    sampling: str = "exact"  # exact (svd gauge) | weighted (any gauge)
+    blocks: int = 4  # sample blocks for the unbiased squares
+    directions: int = 16  # direction pairs of the held-out sign statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedGaugeConfig:
+    base: str = "svd"  # svd | linear
+    degree: int = 2  # free moments of degree <= this on each sphere
+    width: int = 32
+    depth: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "run"
     physics: PhysicsConfig = PhysicsConfig()
     field: FieldConfig = FieldConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    weak: WeakConfig = WeakConfig()
+    lagrangian: LagrangianConfig = LagrangianConfig()
+    learned_gauge: LearnedGaugeConfig = LearnedGaugeConfig()
 
 
 _SECTION_TYPES = {
@@ -106,6 +142,9 @@ _SECTION_TYPES = {
     "field": FieldConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "weak": WeakConfig,
+    "lagrangian": LagrangianConfig,
+    "learned_gauge": LearnedGaugeConfig,
 }
 
 
@@ -232,16 +271,18 @@ def _one_of(value, choices, where):
 def validate(cfg: Config) -> None:
     """Consistency checks that need no compute beyond the gauges' visibilities."""
     from lhvjax.fields import ACTIVATIONS
-    from lhvjax.gauges import GAUGES, InadmissibleStateError, get_gauge
+    from lhvjax.gauges import GAUGES, InadmissibleStateError
 
     p, f, t, e = cfg.physics, cfg.field, cfg.train, cfg.eval
     _one_of(p.hamiltonian, HAMILTONIANS, "physics.hamiltonian")
     _one_of(p.gauge, tuple(GAUGES), "physics.gauge")
     _one_of(p.ensemble, ("hs", "bures"), "physics.ensemble")
+    _one_of(p.formulation, FORMULATIONS, "physics.formulation")
+    _validate_formulation(cfg)
     _one_of(f.kind, FIELD_KINDS, "field.kind")
     _one_of(f.activation, tuple(ACTIVATIONS), "field.activation")
     try:
-        get_gauge(p.gauge).check_visibility(p.visibility)
+        build_gauge(cfg).check_visibility(p.visibility)
     except InadmissibleStateError as err:
         raise ConfigError(f"physics.visibility: {err}") from None
     for name in ("width", "depth", "modes"):
@@ -275,6 +316,81 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"physics.{name} must be a nonzero vector")
 
 
+def _validate_formulation(cfg: Config) -> None:
+    from lhvjax.harmonics import PAIR_SETS
+    from lhvjax.lagrangian import SAMPLINGS
+
+    p, f, t, e = cfg.physics, cfg.field, cfg.train, cfg.eval
+    if p.gauge == "learned":
+        _one_of(cfg.learned_gauge.base, ("svd", "linear"), "learned_gauge.base")
+        if cfg.learned_gauge.degree < 2:
+            raise ConfigError(
+                "learned_gauge.degree must be at least 2 (the free moments start there)"
+            )
+        if p.formulation == "lagrangian":
+            raise ConfigError(
+                "gauge = 'learned' has no meaning in the Lagrangian form (it fixes the gauge only "
+                "at t = 0); use formulation = 'strong' or 'weak', or gauge = 'svd' / 'linear'"
+            )
+    if p.formulation == "strong":
+        return
+    sec = cfg.weak if p.formulation == "weak" else cfg.lagrangian
+    where = p.formulation
+    if sec.degree < 1:
+        raise ConfigError(f"{where}.degree must be at least 1; got {sec.degree}")
+    if sec.blocks < 2:
+        raise ConfigError(f"{where}.blocks must be at least 2; got {sec.blocks}")
+    eval_blocks = max(sec.blocks, 8)
+    if t.points % sec.blocks or e.points % eval_blocks:
+        raise ConfigError(
+            f"train.points ({t.points}) must be a multiple of {where}.blocks ({sec.blocks}) and "
+            f"eval.points ({e.points}) a multiple of {eval_blocks}: the unbiased squares split "
+            f"the points into blocks"
+        )
+    if p.formulation == "weak":
+        _one_of(cfg.weak.tests, PAIR_SETS[:2], "weak.tests")
+        return
+    lg = cfg.lagrangian
+    _one_of(lg.sampling, SAMPLINGS, "lagrangian.sampling")
+    if lg.sampling == "exact" and p.gauge != "svd":
+        raise ConfigError(
+            f"lagrangian.sampling = 'exact' needs the svd gauge (its sampler is jittable); with "
+            f"gauge = {p.gauge!r} set lagrangian.sampling = 'weighted'"
+        )
+    if f.kind == "state_dependent":
+        raise ConfigError(
+            "the Lagrangian form moves samples with one field for all states; use field.kind = "
+            "'state_independent' or 'time_dependent'"
+        )
+    for name in ("times", "steps", "directions"):
+        if getattr(lg, name) < 1:
+            raise ConfigError(f"lagrangian.{name} must be at least 1")
+    if not lg.t_max > 0:
+        raise ConfigError(f"lagrangian.t_max must be positive; got {lg.t_max}")
+
+
+def build_formulation(cfg: Config):
+    """The formulation object of `residual.Problem` for cfg.physics.formulation."""
+    from lhvjax.lagrangian import Lagrangian
+    from lhvjax.residual import Strong
+    from lhvjax.weak import Weak
+
+    if cfg.physics.formulation == "weak":
+        return Weak(**dataclasses.asdict(cfg.weak))
+    if cfg.physics.formulation == "lagrangian":
+        return Lagrangian(**dataclasses.asdict(cfg.lagrangian))
+    return Strong()
+
+
+def build_gauge(cfg: Config):
+    from lhvjax.gauges import Learned, get_gauge
+
+    if cfg.physics.gauge != "learned":
+        return get_gauge(cfg.physics.gauge)
+    g = cfg.learned_gauge
+    return Learned(g.base, g.degree, g.width, g.depth, feature_scale=cfg.physics.visibility)
+
+
 def build_hamiltonian(p: PhysicsConfig):
     from lhvjax import quantum
 
@@ -292,12 +408,15 @@ def build_problem(cfg: Config):
     from lhvjax.residual import Problem
 
     t_max = cfg.field.t_max if cfg.field.kind == "time_dependent" else 0.0
+    if cfg.physics.formulation == "lagrangian":
+        t_max = 0.0  # the initial states are drawn from S_v; the flow does the evolving
     return Problem(
         build_hamiltonian(cfg.physics),
-        cfg.physics.gauge,
+        build_gauge(cfg),
         cfg.physics.visibility,
         cfg.physics.ensemble,
         t_max,
+        formulation=build_formulation(cfg),
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "zero_field",
     "rotation_field",
     "evaluate",
+    "values",
     "init_params",
 ]
 
@@ -214,3 +215,18 @@ def evaluate(field, params, lam: jax.Array, t=None, features=None):
 
     V, div = jax.vmap(lambda x: value_and_div(lambda y: fn(y, t), x))(lam)
     return V[None], div[None]
+
+
+def values(field, params, lam: jax.Array, t=None, features=None) -> jax.Array:
+    """V (S', P, N, 3) at points lam (P, N, 3), without the divergence (see `evaluate`)."""
+    if lam.ndim != 3 or lam.shape[-1] != 3:
+        raise ValueError(f"points must have shape (P, N, 3); got {lam.shape}")
+    if isinstance(field, DeepONetField):
+        if features is None:
+            raise ValueError("a state-dependent field needs the states' features")
+        tk = jax.vmap(lambda x: field.apply(params, x, method=DeepONetField.trunk))(lam)
+        b = jax.vmap(lambda f: field.apply(params, f, method=DeepONetField.branch))(features)
+        return jnp.einsum("sk,pkni->spni", b, tk)
+    if isinstance(field, KnownField):
+        return jax.vmap(lambda x: field(x, t))(lam)[None]
+    return jax.vmap(lambda x: field.apply(params, x, t))(lam)[None]

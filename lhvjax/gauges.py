@@ -7,6 +7,8 @@ w = (4 pi)^2 p, so that E_p[f] = E_unif[w f] and the uniform density is w = 1.
   + 8 sum_j S_j R((u_j.l1)(v_j.l2)), with T = sum_j S_j u_j v_j^T and R(x) = max(x, 0);
   admissible when |a| + |b| + sum_j S_j <= 1. A mixture of products (eq. 33), sampled exactly.
 * `linear`: w = 1 + 2 a.l1 + 2 b.l2 + 4 l1^T T l2; admissible while w >= 0 everywhere.
+* `learned`: a base gauge plus a trainable, state-dependent combination of the moments no
+  Bell statistic sees (DESIGN section 3), kept nonnegative by construction.
 
 Per-state work (the SVD and its JVP) lives in `prepare`, per-point work in
 `density_prepared`, so a batch of states x points pays for the SVD once per state.
@@ -19,10 +21,12 @@ import functools
 import math
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lhvjax import harmonics
 from lhvjax.quantum import Bloch, from_density
 from lhvjax.sphere import normalize, project, uniform
 
@@ -30,6 +34,7 @@ __all__ = [
     "Gauge",
     "SVD",
     "Linear",
+    "Learned",
     "GAUGES",
     "get_gauge",
     "Visibility",
@@ -228,6 +233,15 @@ class SVD(Gauge):
         S = jnp.linalg.svd(state.T, compute_uv=False)
         return 1 - _safe_norm(state.a) - _safe_norm(state.b) - jnp.sum(S)
 
+    def floor(self, P: SVDPrepared) -> jax.Array:
+        """A lower bound of w over the spheres from `prepare`'s output: every R term is >= 0."""
+        return jnp.maximum(P.c0, 0.0)
+
+    def bound(self, state: Bloch) -> jax.Array:
+        """An upper bound of w: each R term at most its coefficient."""
+        P = self.prepare(state)
+        return P.c0 + 4 * _safe_norm(P.a) + 4 * _safe_norm(P.b) + 8 * jnp.sum(P.S)
+
     def singular_gap(self, state: Bloch) -> jax.Array:
         """Smallest gap between singular values of T, relative to the largest (batched)."""
         S = jnp.linalg.svd(state.T, compute_uv=False)  # descending
@@ -342,6 +356,16 @@ class Linear(Gauge):
     def density_prepared(self, s: Bloch, lam: jax.Array) -> jax.Array:
         return _linear_density(s, lam)
 
+    def floor(self, s: Bloch) -> jax.Array:
+        """A smooth lower bound of w over the spheres: 1 - 2|a| - 2|b| - 4 ||T||_op, or 0."""
+        top = _svd(s.T)[1][0]
+        return jnp.maximum(1 - 2 * _safe_norm(s.a) - 2 * _safe_norm(s.b) - 4 * top, 0.0)
+
+    def bound(self, state: Bloch) -> jax.Array:
+        """An upper bound of w: 1 + 2|a| + 2|b| + 4 ||T||_op."""
+        top = jnp.linalg.norm(state.T, ord=2)
+        return 1 + 2 * _safe_norm(state.a) + 2 * _safe_norm(state.b) + 4 * top
+
     def margin(self, state: Bloch) -> jax.Array:
         """min over S^2 x S^2 of w.
 
@@ -397,36 +421,38 @@ class Linear(Gauge):
         """Exact samples by rejection from uniform proposals with the bound
         w <= 1 + 2|a| + 2|b| + 4 ||T||_op. Host-side loop (variable number of draws)."""
         self.check(state)
-        bound = float(
-            1
-            + 2 * _safe_norm(state.a)
-            + 2 * _safe_norm(state.b)
-            + 4 * jnp.linalg.norm(state.T, ord=2)
-        )
-        out, have = [], 0
-        while have < n:
-            key, sub = jax.random.split(key)
-            # proposal counts are powers of two, so a few compilations serve every call
-            m = max(256, 1 << math.ceil(math.log2(1.2 * (n - have) * bound)))
-            lam, keep = _linear_proposals(sub, state, bound, m)
-            acc = np.asarray(lam)[np.asarray(keep)]
-            out.append(acc)
-            have += len(acc)
-        return jnp.asarray(np.concatenate(out)[:n])
+        return _rejection_sample(self, key, state, n)
+
+
+def _rejection_sample(gauge: Gauge, key, state: Bloch, n: int) -> jax.Array:
+    """n exact samples by rejection from uniform proposals under w <= gauge.bound(state).
+    Host-side loop (the number of draws varies)."""
+    bound = float(gauge.bound(state))
+    prepared = gauge.prepare(state)
+    out, have = [], 0
+    while have < n:
+        key, sub = jax.random.split(key)
+        # proposal counts are powers of two, so a few compilations serve every call
+        m = max(256, 1 << math.ceil(math.log2(1.2 * (n - have) * bound)))
+        lam, keep = _proposals(gauge, sub, prepared, bound, m, state.a.dtype)
+        acc = np.asarray(lam)[np.asarray(keep)]
+        out.append(acc)
+        have += len(acc)
+    return jnp.asarray(np.concatenate(out)[:n])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _proposals(gauge: Gauge, key, prepared, bound, m: int, dtype):
+    """m uniform proposals and whether each is accepted (u * bound < w)."""
+    kp, ka = jax.random.split(key)
+    lam = uniform(kp, m, 2, dtype)
+    w = jax.vmap(gauge.density_prepared, in_axes=(None, 0))(prepared, lam)
+    return lam, jax.random.uniform(ka, (m,), dtype) * bound < w
 
 
 def _linear_density(s: Bloch, lam: jax.Array) -> jax.Array:
     l1, l2 = lam[0], lam[1]
     return 1 + 2 * s.a @ l1 + 2 * s.b @ l2 + 4 * l1 @ s.T @ l2
-
-
-@functools.partial(jax.jit, static_argnums=(3,))
-def _linear_proposals(key, state: Bloch, bound, m: int):
-    """m uniform proposals and whether each is accepted (u * bound < w)."""
-    kp, ka = jax.random.split(key)
-    lam = uniform(kp, m, 2, state.a.dtype)
-    w = jax.vmap(_linear_density, in_axes=(None, 0))(state, lam)
-    return lam, jax.random.uniform(ka, (m,), state.a.dtype) * bound < w
 
 
 @functools.cache
@@ -465,11 +491,123 @@ def _linear_visibility() -> Visibility:
     )
 
 
-GAUGES = {"svd": SVD, "linear": Linear}
+# --- the learned gauge -----------------------------------------------------------------------
+
+
+class _Coefficients(nn.Module):
+    """State features -> coefficients of the free moments; zero output at initialisation."""
+
+    width: int
+    depth: int
+    out: int
+
+    @nn.compact
+    def __call__(self, f):
+        h = f
+        for _ in range(self.depth):
+            # random biases: with zero ones a tanh net is odd in the features
+            h = jnp.tanh(nn.Dense(self.width, bias_init=nn.initializers.normal(1.0))(h))
+        return nn.Dense(self.out, kernel_init=nn.initializers.zeros)(h)
+
+
+class LearnedPrepared(NamedTuple):
+    base: Any  # the base gauge's `prepare` output
+    coeffs: jax.Array  # (M,) over harmonics.pairs(degree, "free")
+    room: jax.Array  # a lower bound of the base density over the spheres (>= 0)
+
+
+class Learned(Gauge):
+    """w = w_base + room(rho) g / (1 + |c|_M),  g = sum_(A,B) free c_AB(rho) Y_A(l1) Y_B(l2).
+
+    The pairs (A, B) have an even degree >= 2 on at least one sphere (`harmonics.pairs(
+    degree, "free")`), so g is orthogonal to every moment the Bell statistics see: each
+    statistic of the learned gauge equals the base gauge's. The coefficients c(rho) come
+    from a small network of the Bloch coordinates (divided by `feature_scale`, the
+    visibility, to make them O(1)); it starts at zero, i.e. at the base gauge.
+
+    Guard: |g| <= sum |c_AB| sup|Y_A| sup|Y_B| =: |c|_M (`harmonics.sup_norm`), so the
+    correction is smaller than room(rho) <= min w_base (the base gauge's `floor`) and w
+    stays positive wherever the base density is. For the svd base room = 1 - |a| - |b| -
+    sum S; for the linear base the cruder 1 - 2|a| - 2|b| - 4 ||T||_op (0 where negative:
+    such states keep the base gauge). |c| is smoothed as sqrt(c^2 + 1e-12).
+
+    The network's parameters are not part of the gauge: `init` makes them and `bind`
+    returns the gauge that uses them (the residual binds the "gauge" part of a run's
+    parameters).
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        base: str | Gauge = "svd",
+        degree: int = 2,
+        width: int = 32,
+        depth: int = 2,
+        feature_scale: float = 1.0,
+        params: Any = None,
+    ):
+        self.base = get_gauge(base)
+        if isinstance(self.base, Learned):
+            raise ValueError("the base of a learned gauge must be a fixed gauge (svd or linear)")
+        if degree < 2:
+            raise ValueError(f"a learned gauge needs degree >= 2 (free moments); got {degree}")
+        self.degree, self.width, self.depth = degree, width, depth
+        self.feature_scale = feature_scale
+        self.params = params
+        self.net = _Coefficients(width, depth, harmonics.pairs(degree, "free")[0].size)
+
+    def init(self, key, dtype=jnp.float32) -> Any:
+        params = self.net.init(key, jnp.zeros((15,), dtype))
+        return jax.tree.map(lambda x: x.astype(dtype), params)
+
+    def bind(self, params) -> Learned:
+        return Learned(
+            self.base, self.degree, self.width, self.depth, self.feature_scale, params=params
+        )
+
+    def prepare(self, state: Bloch) -> LearnedPrepared:
+        if self.params is None:
+            raise ValueError("this learned gauge has no parameters: use gauge.bind(params)")
+        base = self.base.prepare(state)
+        coeffs = self.net.apply(self.params, state.flat() / self.feature_scale)
+        return LearnedPrepared(base, coeffs, self.base.floor(base))
+
+    def correction(self, P: LearnedPrepared, lam: jax.Array) -> jax.Array:
+        """w - w_base at one point (2, 3)."""
+        A, B = harmonics.pairs(self.degree, "free")
+        Y1 = harmonics.sh(normalize(lam[0]), self.degree)
+        Y2 = harmonics.sh(normalize(lam[1]), self.degree)
+        M = jnp.asarray(harmonics.sup_norm(self.degree), lam.dtype)
+        size = jnp.sum(jnp.sqrt(P.coeffs**2 + 1e-12) * M[A] * M[B])
+        return P.room * jnp.sum(P.coeffs * Y1[A] * Y2[B]) / (1 + size)
+
+    def density_prepared(self, P: LearnedPrepared, lam: jax.Array) -> jax.Array:
+        return self.base.density_prepared(P.base, lam) + self.correction(P, lam)
+
+    def margin(self, state: Bloch) -> jax.Array:
+        return self.base.margin(state)
+
+    def check(self, state: Bloch, tol: float = 1e-9) -> None:
+        self.base.check(state, tol)
+
+    def visibility(self) -> Visibility:
+        return self.base.visibility()
+
+    def bound(self, state: Bloch) -> jax.Array:
+        return self.base.bound(state) + self.prepare(state).room
+
+    def sample(self, key, state: Bloch, n: int) -> jax.Array:
+        """Exact samples by rejection under w <= base bound + room (host-side loop)."""
+        self.check(state)
+        return _rejection_sample(self, key, state, n)
+
+
+GAUGES = {"svd": SVD, "linear": Linear, "learned": Learned}
 
 
 def get_gauge(name: str | Gauge) -> Gauge:
-    """A gauge by name ('svd' or 'linear'), or the instance itself."""
+    """A gauge by name ('svd', 'linear' or 'learned' over svd), or the instance itself."""
     if isinstance(name, Gauge):
         return name
     try:

@@ -23,18 +23,22 @@ import jax.numpy as jnp
 
 from lhvjax import quantum
 from lhvjax.fields import DeepONetField, evaluate
-from lhvjax.gauges import SVD, Gauge, get_gauge
+from lhvjax.gauges import SVD, Gauge, Learned, get_gauge
 from lhvjax.quantum import Bloch, TimeDependent
 from lhvjax.sphere import uniform
 
 __all__ = [
     "Problem",
+    "Strong",
     "Batch",
+    "split_params",
     "sample_batch",
     "state_features",
     "residuals",
     "loss",
     "ratio_with_stderr",
+    "block_square",
+    "block_ratio_with_stderr",
     "normalized_loss",
 ]
 
@@ -45,6 +49,9 @@ class Problem:
 
     t_max = 0 draws the states from S_v itself (enough for a time-independent H, since
     S_v is invariant); t_max > 0 draws rho0 from S_v and evolves it to t ~ U[0, t_max].
+    `formulation` says what is minimised: `Strong()` (the default, this module),
+    `weak.Weak` or `lagrangian.Lagrangian`; `sample_batch`, `loss` and `normalized_loss`
+    dispatch to it.
     """
 
     hamiltonian: Any  # (4, 4) Hermitian matrix or quantum.TimeDependent
@@ -53,9 +60,12 @@ class Problem:
     ensemble: str = "hs"
     t_max: float = 0.0
     n_spheres: int = 2
+    formulation: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "gauge", get_gauge(self.gauge))
+        if self.formulation is None:
+            object.__setattr__(self, "formulation", Strong())
         self.gauge.check_visibility(self.visibility)
 
     def hamiltonian_at(self, t):
@@ -70,7 +80,41 @@ class Batch(NamedTuple):
     lam: jax.Array  # (P, N, 3)
 
 
+def split_params(problem: Problem, params) -> tuple[Gauge, Any]:
+    """(gauge, field parameters): a learned gauge is bound to its part of the parameters.
+
+    A run with a learned gauge trains {"field": ..., "gauge": ...} together; any other run's
+    parameters are the field's alone.
+    """
+    gauge = problem.gauge
+    if isinstance(gauge, Learned):
+        return gauge.bind(params["gauge"]), params["field"]
+    return gauge, params
+
+
 def sample_batch(
+    problem: Problem,
+    key,
+    groups: int,
+    states: int,
+    points: int,
+    dtype=None,
+    *,
+    visibility=None,
+    t_max=None,
+):
+    """A fresh batch for the problem's formulation from `key`.
+
+    For the strong and weak forms a grid: `groups` times, `states` states at each and
+    `points` uniform points (`Batch`). `visibility` and `t_max` override the problem's and
+    may be traced (a vmapped sweep).
+    """
+    return problem.formulation.sample(
+        problem, key, groups, states, points, dtype, visibility=visibility, t_max=t_max
+    )
+
+
+def sample_grid(
     problem: Problem,
     key,
     groups: int,
@@ -83,9 +127,8 @@ def sample_batch(
 ) -> Batch:
     """A fresh grid: `groups` times, `states` states at each, `points` uniform points.
 
-    `visibility` and `t_max` override the problem's and may be traced (a vmapped sweep);
-    an overriding `t_max` always evolves. The draws are the same either way: states are
-    drawn at visibility 1 (an exact identity) and scaled by v.
+    An overriding `t_max` always evolves. The draws are the same whatever the overrides:
+    states are drawn at visibility 1 (an exact identity) and scaled by v.
     """
     dtype = dtype or jnp.zeros(()).dtype
     kt, ks, kp = jax.random.split(key, 3)
@@ -133,7 +176,7 @@ def state_features(
 def residuals(problem: Problem, field, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(r, dw/dt), each (G, S, P): the strong-form residual of `field` and the field-free
     term whose mean square is L(0)."""
-    gauge = problem.gauge
+    gauge, params = split_params(problem, params)
 
     def one_time(t, states, velocities):
         prepared, dprepared = jax.vmap(gauge.prepare_jvp)(states, velocities)
@@ -151,10 +194,9 @@ def residuals(problem: Problem, field, params, batch: Batch) -> tuple[jax.Array,
     return jax.vmap(one_time)(batch.t, batch.states, batch.velocities)
 
 
-def loss(problem: Problem, field, params, batch: Batch, scale: float | jax.Array = 1.0):
-    """Mean squared residual over the batch divided by `scale` (a fixed L(0))."""
-    r, _ = residuals(problem, field, params, batch)
-    return jnp.mean(r**2) / scale
+def loss(problem: Problem, field, params, batch, scale: float | jax.Array = 1.0):
+    """The problem's formulation's training loss on `batch`, divided by `scale` (a fixed L(0))."""
+    return problem.formulation.loss(problem, field, params, batch, scale)
 
 
 def ratio_with_stderr(num: jax.Array, den: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -172,7 +214,68 @@ def ratio_with_stderr(num: jax.Array, den: jax.Array) -> tuple[jax.Array, jax.Ar
     return q, jnp.sqrt(var) / jnp.mean(den)
 
 
-def normalized_loss(problem: Problem, field, params, batch: Batch) -> dict[str, jax.Array]:
+def block_square(R: jax.Array) -> jax.Array:
+    """An unbiased estimate of sum_m (E R_m)^2 from B independent block means R (..., B, M).
+
+    The square of a Monte Carlo mean is biased by its variance, which depends on the
+    field, so a loss built from it would not be minimised by the right field. Products of
+    different blocks are unbiased: (|sum_b R_b|^2 - sum_b |R_b|^2) / (B (B - 1)).
+    """
+    B = R.shape[-2]
+    total = jnp.sum(R, -2)
+    return (jnp.sum(total**2, -1) - jnp.sum(R**2, (-2, -1))) / (B * (B - 1))
+
+
+def block_ratio_with_stderr(R: jax.Array, D: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """mean_s |E R_s|^2 / mean_s |E D_s|^2 from block means R, D (S, B, M), with a s.e.
+
+    D may instead be the exact denominators (S,) when they are known (the Lagrangian form's
+    zero-field mismatch is); then only the numerator is estimated. Rows s are independent
+    states; blocks share the points, so the variance has a state part (delta method over
+    rows) and a block part (delete-one-block jackknife), added as in `ratio_with_stderr`.
+    Needs B >= 3.
+    """
+    S, B, _ = R.shape
+    if B < 3:
+        raise ValueError(f"a standard error over blocks needs at least 3 blocks; got {B}")
+    exact = D.ndim == 1
+    N, Z = block_square(R), D if exact else block_square(D)
+    q = jnp.mean(N) / jnp.mean(Z)
+    var_states = jnp.var(N - q * Z, ddof=1) / S / jnp.mean(Z) ** 2
+
+    def without(X):  # (B,) per-state means of the estimate with block b left out
+        total, sq = jnp.sum(X, 1), jnp.sum(X**2, (1, 2))
+        rest = total[:, None] - X  # (S, B, M)
+        est = (jnp.sum(rest**2, -1) - (sq[:, None] - jnp.sum(X**2, -1))) / ((B - 1) * (B - 2))
+        return jnp.mean(est, 0)
+
+    qb = without(R) / (jnp.mean(Z) if exact else without(D))
+    var_blocks = (B - 1) / B * jnp.sum((qb - jnp.mean(qb)) ** 2)
+    return q, jnp.sqrt(var_states + var_blocks)
+
+
+def normalized_loss(problem: Problem, field, params, batch) -> dict[str, jax.Array]:
+    """The formulation's held-out figures: L(V) / L(0) with its standard error and more."""
+    return problem.formulation.evaluate(problem, field, params, batch)
+
+
+class Strong:
+    """The strong form: r = dw/dt + w div V + V . grad w at every point (module doc)."""
+
+    name = "strong"
+
+    def sample(self, problem, key, groups, states, points, dtype=None, **overrides) -> Batch:
+        return sample_grid(problem, key, groups, states, points, dtype, **overrides)
+
+    def loss(self, problem, field, params, batch: Batch, scale=1.0):
+        r, _ = residuals(problem, field, params, batch)
+        return jnp.mean(r**2) / scale
+
+    def evaluate(self, problem, field, params, batch: Batch) -> dict[str, jax.Array]:
+        return strong_normalized_loss(problem, field, params, batch)
+
+
+def strong_normalized_loss(problem: Problem, field, params, batch: Batch) -> dict[str, jax.Array]:
     """L(V) / L(0) on a (held-out) batch, with its standard error, and the raw L(V), L(0).
 
     Also the per-state figure mean_rho [L_rho(V) / L_rho(0)], which weighs every state

@@ -22,6 +22,7 @@ import optax
 from lhvjax import config as config_lib
 from lhvjax.config import Config
 from lhvjax.fields import init_params
+from lhvjax.gauges import Learned
 from lhvjax.residual import loss, normalized_loss, sample_batch, state_features
 
 __all__ = [
@@ -90,13 +91,16 @@ def _warmup_cosine(t: config_lib.TrainConfig, peak):
     return schedule
 
 
-def init_run(field, optimizer, key, n_features: int, dtype):
+def init_run(field, optimizer, key, n_features: int, dtype, gauge=None):
     """(params, opt_state, data key) of a run seeded by `key` (= jax.random.key(train.seed)).
 
-    Pure, so a sweep can vmap it over seeds; `train` uses it for the same numbers.
+    Pure, so a sweep can vmap it over seeds; `train` uses it for the same numbers. With a
+    learned `gauge` the parameters are {"field": ..., "gauge": ...}, trained together.
     """
     k_init, k_data = jax.random.split(key)
     params = init_params(field, k_init, n_features=n_features, dtype=dtype)
+    if isinstance(gauge, Learned):
+        params = {"field": params, "gauge": gauge.init(jax.random.fold_in(k_init, 1), dtype)}
     return params, optimizer.init(params), k_data
 
 
@@ -133,9 +137,10 @@ def make_step(problem, field, optimizer, cfg: Config, scale, key):
 def _feature_count(problem) -> int:
     from lhvjax.quantum import Bloch
 
+    gauge = problem.gauge.base if isinstance(problem.gauge, Learned) else problem.gauge
     s = Bloch(jnp.zeros(3), jnp.zeros(3), jnp.diag(jnp.array([0.3, 0.2, 0.1])))
-    prepared, dprepared = problem.gauge.prepare_jvp(s, s)
-    return state_features(problem.gauge, s, s, prepared, dprepared, problem.visibility).shape[0]
+    prepared, dprepared = gauge.prepare_jvp(s, s)
+    return state_features(gauge, s, s, prepared, dprepared, problem.visibility).shape[0]
 
 
 def _all_finite(tree) -> bool:
@@ -159,7 +164,7 @@ def _train(cfg: Config, out: Path | None, progress: bool, resume: bool) -> Train
     dtype = jnp.zeros(()).dtype
     optimizer = make_optimizer(t)
     params, opt_state, k_data = init_run(
-        field, optimizer, jax.random.key(t.seed), _feature_count(problem), dtype
+        field, optimizer, jax.random.key(t.seed), _feature_count(problem), dtype, problem.gauge
     )
 
     ev = cfg.eval
@@ -253,8 +258,13 @@ def _train(cfg: Config, out: Path | None, progress: bool, resume: bool) -> Train
             manager.wait_until_finished()
 
     final = {k: float(v) for k, v in evaluate(params).items()}
+    if isinstance(problem.gauge, Learned):
+        # the learned gauge moves L(0) too; also report L(V) against the base gauge's L(0)
+        final["base_loss_zero_field"] = float(scale)
+        final["normalized_loss_vs_base"] = final["loss"] / float(scale)
     summary = {
         "name": cfg.name,
+        "formulation": cfg.physics.formulation,
         **final,
         "steps": t.steps,
         "wall_time_s": time.perf_counter() - t0,

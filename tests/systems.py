@@ -178,3 +178,20 @@ def stack(*states: Bloch) -> Bloch:
     """One batch from single states and batches, in order."""
     batches = [s if s.a.ndim == 2 else jax.tree.map(lambda x: x[None], s) for s in states]
     return jax.tree.map(lambda *x: jnp.concatenate(x), *batches)
+
+
+# --- exact integration on S^2 x S^2 -----------------------------------------------------------
+
+
+@functools.cache
+def product_quadrature(n: int = 6) -> tuple[jax.Array, jax.Array]:
+    """Points (M^2, 2, 3) and weights (M^2,) summing to 1: the product of two copies of
+    `harmonics.quadrature(n)`, exact for products of polynomials of degree < 2n per sphere.
+    The rule is symmetric under lambda_k -> -lambda_k, so it also integrates |x . l_k| times
+    an odd polynomial exactly (to 0): enough for the svd gauge's odd moments."""
+    from lhvjax.harmonics import quadrature
+
+    x, w = quadrature(n)
+    M = len(x)
+    lam = np.stack([np.repeat(x, M, 0), np.tile(x, (M, 1))], 1)
+    return jnp.asarray(lam), jnp.asarray(np.outer(w, w).reshape(-1))

@@ -58,7 +58,7 @@ def test_get_gauge():
     assert isinstance(get_gauge("svd"), SVD) and isinstance(get_gauge("linear"), Linear)
     G = SVD(degeneracy_tol=1e-3)
     assert get_gauge(G) is G
-    assert set(GAUGES) == {"svd", "linear"}
+    assert set(GAUGES) == {"svd", "linear", "learned"}
     with pytest.raises(ValueError, match=r"unknown gauge 'bogus'; choose one of svd, linear"):
         get_gauge("bogus")
 

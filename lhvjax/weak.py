@@ -1,0 +1,144 @@
+"""The continuity equation in weak form, against products of spherical harmonics.
+
+Multiplying r = dw/dt + div(w V) by a test function phi and integrating by parts on the
+spheres removes every derivative of the density:
+
+    R_phi(rho) = E_u[phi dw/dt] - E_u[w V . grad phi] = d/dt E_p[phi] - E_p[V . grad phi],
+
+E_u the uniform mean on S^2 x S^2, w = (4 pi)^2 p. R_phi = E_u[r phi], so the strong
+residual vanishing gives R_phi = 0 for every phi; with phi = Y_A(l1) Y_B(l2) over all
+degrees <= L ("full") the weak form is the strong one seen through a band limit. Over the
+odd products only ("odd", `harmonics.pairs`) it asks just that the field move the moments
+the Bell statistics see at the rate quantum mechanics moves them: a relaxation that lets
+the invisible moments drift, i.e. lets the gauge change in time.
+
+Loss: L(V) = E_rho sum_phi R_phi^2, normalised by L(0) = E_rho sum_phi (d/dt E_p[phi])^2.
+R_phi is a Monte Carlo mean over points and its square is biased by a variance that
+depends on V, so the points are split into blocks and the square is taken as a product of
+different blocks (`residual.block_square`), unbiased. Neither V's divergence nor grad w
+is needed: the per-point cost is one field evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from lhvjax import harmonics
+from lhvjax.fields import DeepONetField, values
+from lhvjax.residual import (
+    Batch,
+    block_ratio_with_stderr,
+    block_square,
+    sample_grid,
+    split_params,
+    state_features,
+)
+from lhvjax.sphere import normalize
+
+__all__ = ["Weak", "weak_residuals"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Weak:
+    """The weak form with test functions of degree <= `degree` on each sphere.
+
+    tests = "full" (every product but the constant) or "odd" (the Bell-visible moments);
+    `blocks` splits the points for the unbiased squares (>= 2 in training; the held-out
+    estimate uses max(blocks, 8) for its standard error).
+    """
+
+    degree: int = 3
+    tests: str = "full"
+    blocks: int = 4
+
+    name = "weak"
+
+    def __post_init__(self):
+        harmonics.pairs(self.degree, self.tests)  # validates both
+        if self.blocks < 2:
+            raise ValueError(f"weak.blocks must be at least 2; got {self.blocks}")
+
+    def sample(self, problem, key, groups, states, points, dtype=None, **overrides) -> Batch:
+        return sample_grid(problem, key, groups, states, points, dtype, **overrides)
+
+    def loss(self, problem, field, params, batch: Batch, scale=1.0):
+        R, _ = weak_residuals(problem, field, params, batch, self.degree, self.tests, self.blocks)
+        return jnp.mean(block_square(R)) / scale
+
+    def evaluate(self, problem, field, params, batch: Batch) -> dict[str, jax.Array]:
+        blocks = max(self.blocks, 8)
+        R, D = weak_residuals(problem, field, params, batch, self.degree, self.tests, blocks)
+        q, se = block_ratio_with_stderr(R, D)
+        NR, ND = block_square(R), block_square(D)
+        return {
+            "normalized_loss": q,
+            "normalized_loss_stderr": se,
+            "loss": jnp.mean(NR),
+            "loss_zero_field": jnp.mean(ND),
+        }
+
+
+def weak_residuals(
+    problem,
+    field,
+    params,
+    batch: Batch,
+    degree: int,
+    tests: str = "full",
+    blocks: int = 4,
+    weights: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Block means of R_phi and of its field-free part d/dt E_p[phi], each (G*S, blocks, M).
+
+    The P points of the batch are split into `blocks` consecutive blocks (P must divide).
+    `weights` (P,) replaces the plain means by weighted sums (each block's weights summing
+    to 1): a quadrature rule turns the Monte Carlo estimate into an exact integral.
+    """
+    gauge, params = split_params(problem, params)
+    P = batch.lam.shape[0]
+    if P % blocks:
+        raise ValueError(f"{P} points do not split into {blocks} blocks; use a multiple")
+    A, B = harmonics.pairs(degree, tests)
+    x = normalize(batch.lam)
+    Y1, G1 = jax.vmap(harmonics.sh_and_grad, in_axes=(0, None))(x[:, 0], degree)
+    Y2, G2 = jax.vmap(harmonics.sh_and_grad, in_axes=(0, None))(x[:, 1], degree)
+
+    def value_and_rate(prepared, dprepared, lam):
+        f = lambda P: gauge.density_prepared(P, lam)
+        return jax.jvp(f, (prepared,), (dprepared,))
+
+    def blocked(z):  # (..., P) -> (..., blocks, P / blocks)
+        return z.reshape(*z.shape[:-1], blocks, P // blocks)
+
+    def one_time(t, states, velocities):
+        prepared, dprepared = jax.vmap(gauge.prepare_jvp)(states, velocities)
+        per_point = jax.vmap(value_and_rate, in_axes=(None, None, 0))
+        w, dw = jax.vmap(per_point, in_axes=(0, 0, None))(prepared, dprepared, batch.lam)
+        features = None
+        if isinstance(field, DeepONetField):
+            features = jax.vmap(state_features, in_axes=(None, 0, 0, 0, 0, None))(
+                gauge, states, velocities, prepared, dprepared, problem.visibility
+            )
+        V = values(field, params, batch.lam, t, features)  # (S' , P, 2, 3)
+        g1 = jnp.einsum("spi,pki->spk", V[:, :, 0], G1)  # V_1 . grad Y_k(l1)
+        g2 = jnp.einsum("spi,pki->spk", V[:, :, 1], G2)
+        w_, dw_ = blocked(w), blocked(dw)  # (S, b, q)
+        y1, y2 = blocked(Y1.T), blocked(Y2.T)  # (K, b, q)
+        g1, g2 = blocked(jnp.swapaxes(g1, 1, 2)), blocked(jnp.swapaxes(g2, 1, 2))  # (S', K, b, q)
+        q = P // blocks
+        if weights is not None:  # every term has one factor of w or dw/dt
+            w_, dw_ = w_ * q * blocked(weights), dw_ * q * blocked(weights)
+        rate = jnp.einsum("sbq,kbq,mbq->sbkm", dw_, y1, y2) / q
+        # S' = 1 broadcasts over the states for a field that does not see them
+        g1, g2 = (jnp.broadcast_to(g, (w.shape[0], *g.shape[1:])) for g in (g1, g2))
+        flux = (
+            jnp.einsum("sbq,skbq,mbq->sbkm", w_, g1, y2)
+            + jnp.einsum("sbq,kbq,smbq->sbkm", w_, y1, g2)
+        ) / q
+        return (rate - flux)[..., A, B], rate[..., A, B]
+
+    R, D = jax.vmap(one_time)(batch.t, batch.states, batch.velocities)
+    return R.reshape(-1, *R.shape[2:]), D.reshape(-1, *D.shape[2:])
