@@ -525,11 +525,13 @@ class Learned(Gauge):
     from a small network of the Bloch coordinates (divided by `feature_scale`, the
     visibility, to make them O(1)); it starts at zero, i.e. at the base gauge.
 
-    Guard: |g| <= sum |c_AB| sup|Y_A| sup|Y_B| =: |c|_M (`harmonics.sup_norm`), so the
-    correction is smaller than room(rho) <= min w_base (the base gauge's `floor`) and w
+    Guard: with C the matrix of coefficients (zero on visible pairs) and Y(l) the vector of
+    harmonics, |g| = |Y(l1)^T C Y(l2)| <= ||C||_F |Y(l1)| |Y(l2)| = ||C||_F (L + 1)^2 / 4 pi
+    =: |c| (the addition theorem makes |Y(l)|^2 = sum_l (2l + 1) / 4 pi at every point), so
+    the correction is smaller than room(rho) <= min w_base (the base gauge's `floor`) and w
     stays positive wherever the base density is. For the svd base room = 1 - |a| - |b| -
     sum S; for the linear base the cruder 1 - 2|a| - 2|b| - 4 ||T||_op (0 where negative:
-    such states keep the base gauge). |c| is smoothed as sqrt(c^2 + 1e-12).
+    such states keep the base gauge).
 
     The network's parameters are not part of the gauge: `init` makes them and `bind`
     returns the gauge that uses them (the residual binds the "gauge" part of a run's
@@ -578,8 +580,7 @@ class Learned(Gauge):
         A, B = harmonics.pairs(self.degree, "free")
         Y1 = harmonics.sh(normalize(lam[0]), self.degree)
         Y2 = harmonics.sh(normalize(lam[1]), self.degree)
-        M = jnp.asarray(harmonics.sup_norm(self.degree), lam.dtype)
-        size = jnp.sum(jnp.sqrt(P.coeffs**2 + 1e-12) * M[A] * M[B])
+        size = jnp.sqrt(jnp.sum(P.coeffs**2) + 1e-24) * (self.degree + 1) ** 2 / (4 * math.pi)
         return P.room * jnp.sum(P.coeffs * Y1[A] * Y2[B]) / (1 + size)
 
     def density_prepared(self, P: LearnedPrepared, lam: jax.Array) -> jax.Array:

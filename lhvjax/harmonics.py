@@ -31,7 +31,6 @@ __all__ = [
     "sh",
     "sh_and_grad",
     "pairs",
-    "sup_norm",
     "sign_coefficients",
     "quadrature",
     "linear_moments",
@@ -78,14 +77,6 @@ def pairs(L: int, kind: str = "full") -> tuple[np.ndarray, np.ndarray]:
         "free": ~(visible(deg[A]) & visible(deg[B])),
     }[kind]
     return A[keep], B[keep]
-
-
-def sup_norm(L: int) -> np.ndarray:
-    """An upper bound on max_x |Y_A(x)| per harmonic: sqrt((2l + 1) / 4 pi).
-
-    It follows from the addition theorem: sum_m Y_lm(x)^2 = (2l + 1) / 4 pi at every x.
-    """
-    return np.sqrt((2 * degrees(L) + 1) / (4 * math.pi))
 
 
 def sign_coefficients(L: int) -> np.ndarray:

@@ -89,3 +89,46 @@ def test_user_matrix_hamiltonian():
         ],
     )
     np.testing.assert_allclose(config.build_hamiltonian(cfg.physics), H)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["physics.formulation=variational"], "physics.formulation = 'variational' is not one"),
+        (["physics.formulation=weak", "weak.tests=even"], "weak.tests = 'even' is not one of"),
+        (["physics.formulation=weak", "train.points=30"], "a multiple of weak.blocks"),
+        (
+            ["physics.formulation=lagrangian", "physics.gauge=linear"],
+            "set lagrangian.sampling = 'weighted'",
+        ),
+        (
+            ["physics.formulation=lagrangian", "field.kind=state_dependent"],
+            "use field.kind = 'state_independent'",
+        ),
+        (["physics.formulation=lagrangian", "physics.gauge=learned"], "no meaning in the Lagr"),
+        (["physics.gauge=learned", "learned_gauge.base=learned"], "learned_gauge.base"),
+        (["physics.gauge=learned", "learned_gauge.degree=1"], "at least 2"),
+        (["physics.gauge=learned", "physics.visibility=0.3"], "visibility 0.3 is not admiss"),
+        (["weak.degree=two"], "weak.degree must be an integer"),
+    ],
+)
+def test_formulation_and_gauge_errors_name_the_fix(overrides, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(None, overrides)
+
+
+def test_formulations_build():
+    from lhvjax.gauges import Learned
+    from lhvjax.lagrangian import Lagrangian
+    from lhvjax.weak import Weak
+
+    cfg = config.load(None, ["physics.formulation=weak", "weak.tests=odd", "weak.degree=2"])
+    assert config.build_problem(cfg).formulation == Weak(2, "odd", 4)
+    cfg = config.load(
+        None,
+        ["physics.formulation=lagrangian", "lagrangian.sampling=weighted", "physics.gauge=linear"],
+    )
+    assert isinstance(config.build_problem(cfg).formulation, Lagrangian)
+    cfg = config.load(None, ["physics.gauge=learned", "learned_gauge.width=8"])
+    g = config.build_problem(cfg).gauge
+    assert isinstance(g, Learned) and g.width == 8 and g.base.name == "svd"
