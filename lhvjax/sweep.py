@@ -180,6 +180,8 @@ METRICS = (
     "normalized_loss_stderr",
     "per_state_normalized_loss",
     "per_state_normalized_loss_stderr",
+    "sign_normalized_loss",  # the Lagrangian form's sign statistics (NaN for the others)
+    "sign_normalized_loss_stderr",
     "loss",
     "loss_zero_field",
     "final_train_loss",
@@ -197,6 +199,7 @@ COLUMNS = (
     VARIANT,
     "gauge",
     "hamiltonian",
+    "formulation",
     "kind",
     "width",
     "depth",
@@ -217,6 +220,7 @@ COLUMNS = (
 )
 _SHORT = {
     "physics.gauge": "gauge",
+    "physics.formulation": "formulation",
     "physics.hamiltonian": "hamiltonian",
     "field.kind": "kind",
     "field.width": "width",
@@ -456,6 +460,8 @@ def parse_sweep(data: dict, default_name: str = "sweep", base_dir: str | Path = 
                     gauge = d.get("physics", {}).get("gauge", config_lib.PhysicsConfig.gauge)
                     if not isinstance(gauge, str):
                         raise ConfigError(f"physics.gauge must be a string; got {gauge!r}")
+                    if gauge == "learned":  # admissible where its base gauge is
+                        gauge = d.get("learned_gauge", {}).get("base", "svd")
                     try:
                         vs = get_gauge(gauge).visibility().value
                     except (KeyError, ValueError):
@@ -471,7 +477,7 @@ def parse_sweep(data: dict, default_name: str = "sweep", base_dir: str | Path = 
                     f"sweep runs {seen[run_id]} and {index} ({where}) have the same config"
                 )
             seen[run_id] = index
-            vs = get_gauge(cfg.physics.gauge).visibility().value
+            vs = config_lib.build_gauge(cfg).visibility().value
             runs.append(Run(index, run_id, cfg, label, fraction, vs))
 
     groups: dict[str, list[Run]] = {}
@@ -542,7 +548,9 @@ def _run_functions(cfg: Config) -> _RunFunctions:
     optimizer = train.make_optimizer(t, inject=True)
     n_features = train._feature_count(problem)
     n_groups = train._groups(cfg, t)
-    timed = cfg.field.kind == "time_dependent"
+    # a traced t_max evolves the states of the strong and weak forms; the Lagrangian form's
+    # horizon is lagrangian.t_max
+    timed = cfg.field.kind == "time_dependent" and cfg.physics.formulation != "lagrangian"
 
     def sample(hp, key, groups, states, points):
         t_max = hp["t_max"] if timed else None
@@ -552,7 +560,7 @@ def _run_functions(cfg: Config) -> _RunFunctions:
 
     def init(hp):
         params, opt_state, _ = train.init_run(
-            field, optimizer, jax.random.key(hp["seed"]), n_features, dtype
+            field, optimizer, jax.random.key(hp["seed"]), n_features, dtype, problem.gauge
         )
         hyper = {**opt_state.hyperparams, "learning_rate": jnp.asarray(hp["lr"], dtype)}
         return params, opt_state._replace(hyperparams=hyper)
@@ -763,6 +771,8 @@ def train_program(
     metrics = jax.tree.map(np.asarray, programs.evaluate(params, hp))
     wall = time.perf_counter() - t0
     out = {k: np.asarray(v, np.float64)[: len(runs)] for k, v in metrics.items()}
+    for k in METRICS:  # figures a formulation does not report
+        out.setdefault(k, np.full(len(runs), np.nan))
     out["final_train_loss"] = last[: len(runs)].astype(np.float64)
     out["finite"] = (finite[: len(runs)] & np.isfinite(out["normalized_loss"])).astype(float)
     out["wall_time_s"] = np.full(len(runs), wall)
@@ -841,6 +851,7 @@ def _row(run: Run, metrics: dict[str, float], group: int) -> dict:
         VARIANT: run.variant,
         "gauge": c.physics.gauge,
         "hamiltonian": c.physics.hamiltonian,
+        "formulation": c.physics.formulation,
         "kind": c.field.kind,
         "width": c.field.width,
         "depth": c.field.depth,
