@@ -91,6 +91,13 @@ class Gauge(abc.ABC):
         """w(lam) for one point lam (2, 3) from `prepare`'s output."""
 
     @abc.abstractmethod
+    def moments(self, prepared: Any, L: int) -> jax.Array:
+        """E_p[Y_A(l1) Y_B(l2)] for all harmonics of degree <= L: (K, K), K = (L + 1)^2.
+
+        Exact (no sampling), and differentiable in the state, so a JVP along rho' gives
+        the moments' rates d/dt E_p[phi] without Monte Carlo noise (the weak form's)."""
+
+    @abc.abstractmethod
     def margin(self, state: Bloch) -> jax.Array:
         """A number >= 0 exactly when the state is admissible (jittable, one state)."""
 
@@ -229,6 +236,27 @@ class SVD(Gauge):
         y = P.V.T @ l2  # v_j . l2
         return P.c0 + 4 * _relu(P.a @ l1) + 4 * _relu(P.b @ l2) + 8 * jnp.sum(P.S * _relu(x * y))
 
+    def moments(self, P: SVDPrepared, L: int) -> jax.Array:
+        """The mixture of eq. (33) term by term, with E_u[R(r.x) Y_A(x)] = r_l Y_A(r) and
+        R(xy) = R(x) R(y) + R(-x) R(-y) for the correlation terms."""
+        r = jnp.asarray(harmonics.ramp_coefficients(L)[harmonics.degrees(L)], P.a.dtype)
+        y0 = jnp.zeros(r.shape, P.a.dtype).at[0].set(1 / math.sqrt(4 * math.pi))
+        sign = jnp.asarray((-1.0) ** harmonics.degrees(L), P.a.dtype)
+        na, nb = _safe_norm(P.a), _safe_norm(P.b)
+        # |r| Y_A(r^) with r^ any unit vector when r = 0 (the term vanishes)
+        lobe = lambda v, n: n * r * harmonics.sh(v / jnp.where(n > 0, n, 1.0) + (n == 0), L)
+        ya = lobe(P.a, na)
+        yb = lobe(P.b, nb)
+        yu = r * harmonics.sh(P.U.T, L)  # (3, K): r_l Y_A(u_j)
+        yv = r * harmonics.sh(P.V.T, L)
+        corr = jnp.einsum("j,ja,jb->ab", P.S, yu, yv) * (1 + sign[:, None] * sign[None, :])
+        return (
+            P.c0 * jnp.outer(y0, y0)
+            + 4 * jnp.outer(ya, y0)
+            + 4 * jnp.outer(y0, yb)
+            + 8 * corr
+        )
+
     def margin(self, state: Bloch) -> jax.Array:
         S = jnp.linalg.svd(state.T, compute_uv=False)
         return 1 - _safe_norm(state.a) - _safe_norm(state.b) - jnp.sum(S)
@@ -355,6 +383,9 @@ class Linear(Gauge):
 
     def density_prepared(self, s: Bloch, lam: jax.Array) -> jax.Array:
         return _linear_density(s, lam)
+
+    def moments(self, s: Bloch, L: int) -> jax.Array:
+        return harmonics.linear_moment_matrix(s, L)
 
     def floor(self, s: Bloch) -> jax.Array:
         """A smooth lower bound of w over the spheres: 1 - 2|a| - 2|b| - 4 ||T||_op, or 0."""
@@ -585,6 +616,17 @@ class Learned(Gauge):
 
     def density_prepared(self, P: LearnedPrepared, lam: jax.Array) -> jax.Array:
         return self.base.density_prepared(P.base, lam) + self.correction(P, lam)
+
+    def moments(self, P: LearnedPrepared, L: int) -> jax.Array:
+        """The base's plus the correction's own coefficients: E_u[Y_A Y_B Y_A' Y_B'] =
+        delta_AA' delta_BB' / (4 pi)^2 (harmonics of degree > L are dropped)."""
+        A, B = harmonics.pairs(self.degree, "free")
+        K = (L + 1) ** 2
+        keep = (A < K) & (B < K)
+        size = jnp.sqrt(jnp.sum(P.coeffs**2) + 1e-24) * (self.degree + 1) ** 2 / (4 * math.pi)
+        scale = P.room / (1 + size) / (4 * math.pi) ** 2
+        extra = jnp.zeros((K, K), P.coeffs.dtype).at[A[keep], B[keep]].set(P.coeffs[keep])
+        return self.base.moments(P.base, L) + scale * extra
 
     def margin(self, state: Bloch) -> jax.Array:
         return self.base.margin(state)

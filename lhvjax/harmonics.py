@@ -32,7 +32,9 @@ __all__ = [
     "sh_and_grad",
     "pairs",
     "sign_coefficients",
+    "ramp_coefficients",
     "quadrature",
+    "linear_moment_matrix",
     "linear_moments",
     "sign_from_moments",
 ]
@@ -87,6 +89,18 @@ def sign_coefficients(L: int) -> np.ndarray:
 
 
 @functools.cache
+def ramp_coefficients(L: int) -> np.ndarray:
+    """r_l (l = 0..L) with E_u[R(n . x) Y_A(x)] = r_l(A) Y_A(n), R(x) = max(x, 0).
+
+    Funk-Hecke: r_l = 1/2 int_0^1 x P_l(x) dx (1/4, 1/6, 1/16, 0, -1/96, ...: odd l >= 3
+    vanish, since R(x) = x/2 + |x|/2). Gauss-Legendre on [0, 1], exact for these degrees.
+    """
+    z, wz = np.polynomial.legendre.leggauss(L // 2 + 2)
+    x = (z + 1) / 2
+    return np.array([np.sum(wz / 2 * x * eval_legendre(l, x)) / 2 for l in range(L + 1)])
+
+
+@functools.cache
 def quadrature(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Points (M, 3) and weights (M,) summing to 1 for the uniform mean on S^2.
 
@@ -113,26 +127,32 @@ def _moment_constants(L: int) -> tuple[np.ndarray, np.ndarray]:
     return w @ Y, np.einsum("p,pi,pa->ia", w, x, Y)
 
 
-def linear_moments(state, L: int, kind: str = "odd") -> jax.Array:
-    """E_p[Y_A(l1) Y_B(l2)] over `pairs(L, kind)` for the linear-gauge density of `state`.
+def linear_moment_matrix(state, L: int) -> jax.Array:
+    """E_p[Y_A(l1) Y_B(l2)] (..., K, K) for the linear-gauge density of `state`.
 
     (4 pi)^2 p = 1 + 2 a.l1 + 2 b.l2 + 4 l1^T T l2 has degree 1 in each party, so only
-    degrees <= 1 contribute. For kind = "odd" the numbers are the same for every valid
-    gauge (the statistics fix them): they are the quantum targets of the odd moments.
-    Works for one state or a batch (leading axes of the Bloch leaves).
+    degrees <= 1 contribute. Works for one state or a batch (leading axes of the leaves).
     """
     y0, c = (jnp.asarray(v, state.a.dtype) for v in _moment_constants(L))
-    A, B = pairs(L, kind)
     ca = jnp.einsum("...i,ia->...a", state.a, c)
     cb = jnp.einsum("...i,ia->...a", state.b, c)
     cT = jnp.einsum("ia,...ij,jb->...ab", c, state.T, c)
-    full = (
+    return (
         y0[:, None] * y0[None, :]
         + 2 * ca[..., :, None] * y0[None, :]
         + 2 * y0[:, None] * cb[..., None, :]
         + 4 * cT
     )
-    return full[..., A, B]
+
+
+def linear_moments(state, L: int, kind: str = "odd") -> jax.Array:
+    """`linear_moment_matrix` over `pairs(L, kind)`, (..., M).
+
+    For kind = "odd" the numbers are the same for every valid gauge (the statistics fix
+    them): they are the quantum targets of the odd moments.
+    """
+    A, B = pairs(L, kind)
+    return linear_moment_matrix(state, L)[..., A, B]
 
 
 def sign_from_moments(

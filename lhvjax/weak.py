@@ -13,10 +13,13 @@ the Bell statistics see at the rate quantum mechanics moves them: a relaxation t
 the invisible moments drift, i.e. lets the gauge change in time.
 
 Loss: L(V) = E_rho sum_phi R_phi^2, normalised by L(0) = E_rho sum_phi (d/dt E_p[phi])^2.
-R_phi is a Monte Carlo mean over points and its square is biased by a variance that
-depends on V, so the points are split into blocks and the square is taken as a product of
-different blocks (`residual.block_square`), unbiased. Neither V's divergence nor grad w
-is needed: the per-point cost is one field evaluation.
+The rates d/dt E_p[phi] are exact: every gauge gives its moments in closed form
+(`Gauge.moments`; the svd gauge through Funk-Hecke on its cosine lobes) and a JVP along
+rho' differentiates them. Only the flux E_u[w V . grad phi] is a Monte Carlo mean over
+points; its square would be biased by a variance that depends on V, so the points are
+split into blocks and the square is taken across different blocks
+(`residual.block_square`), unbiased. Neither V's divergence nor grad w is needed: the
+per-point cost is one field evaluation.
 """
 
 from __future__ import annotations
@@ -72,12 +75,11 @@ class Weak:
         blocks = max(self.blocks, 8)
         R, D = weak_residuals(problem, field, params, batch, self.degree, self.tests, blocks)
         q, se = block_ratio_with_stderr(R, D)
-        NR, ND = block_square(R), block_square(D)
         return {
             "normalized_loss": q,
             "normalized_loss_stderr": se,
-            "loss": jnp.mean(NR),
-            "loss_zero_field": jnp.mean(ND),
+            "loss": jnp.mean(block_square(R)),
+            "loss_zero_field": jnp.mean(D),
         }
 
 
@@ -91,11 +93,13 @@ def weak_residuals(
     blocks: int = 4,
     weights: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Block means of R_phi and of its field-free part d/dt E_p[phi], each (G*S, blocks, M).
+    """Block means of R_phi (G*S, blocks, M) and the exact L_rho(0) = sum_phi (d/dt E_p[phi])^2
+    per state (G*S,).
 
-    The P points of the batch are split into `blocks` consecutive blocks (P must divide).
-    `weights` (P,) replaces the plain means by weighted sums (each block's weights summing
-    to 1): a quadrature rule turns the Monte Carlo estimate into an exact integral.
+    The rates d/dt E_p[phi] are exact (a JVP of the gauge's analytic `moments`); only the
+    flux E_p[V . grad phi] = E_u[w V . grad phi] is a Monte Carlo mean over the batch's
+    points, split into `blocks` consecutive blocks (P must divide). `weights` (P,) replaces
+    the plain means by weighted sums (each block's weights summing to 1): a quadrature rule.
     """
     gauge, params = split_params(problem, params)
     P = batch.lam.shape[0]
@@ -106,39 +110,39 @@ def weak_residuals(
     Y1, G1 = jax.vmap(harmonics.sh_and_grad, in_axes=(0, None))(x[:, 0], degree)
     Y2, G2 = jax.vmap(harmonics.sh_and_grad, in_axes=(0, None))(x[:, 1], degree)
 
-    def value_and_rate(prepared, dprepared, lam):
-        f = lambda P: gauge.density_prepared(P, lam)
-        return jax.jvp(f, (prepared,), (dprepared,))
+    def rate(prepared, dprepared):  # exact d/dt E_p[phi]: a JVP of the analytic moments
+        f = lambda P: gauge.moments(P, degree)[A, B]
+        return jax.jvp(f, (prepared,), (dprepared,))[1]
 
     def blocked(z):  # (..., P) -> (..., blocks, P / blocks)
         return z.reshape(*z.shape[:-1], blocks, P // blocks)
 
     def one_time(t, states, velocities):
         prepared, dprepared = jax.vmap(gauge.prepare_jvp)(states, velocities)
-        per_point = jax.vmap(value_and_rate, in_axes=(None, None, 0))
-        w, dw = jax.vmap(per_point, in_axes=(0, 0, None))(prepared, dprepared, batch.lam)
+        per_point = jax.vmap(gauge.density_prepared, in_axes=(None, 0))
+        w = jax.vmap(per_point, in_axes=(0, None))(prepared, batch.lam)  # (S, P)
         features = None
         if isinstance(field, DeepONetField):
             features = jax.vmap(state_features, in_axes=(None, 0, 0, 0, 0, None))(
                 gauge, states, velocities, prepared, dprepared, problem.visibility
             )
-        V = values(field, params, batch.lam, t, features)  # (S' , P, 2, 3)
+        V = values(field, params, batch.lam, t, features)  # (S', P, 2, 3)
         g1 = jnp.einsum("spi,pki->spk", V[:, :, 0], G1)  # V_1 . grad Y_k(l1)
         g2 = jnp.einsum("spi,pki->spk", V[:, :, 1], G2)
-        w_, dw_ = blocked(w), blocked(dw)  # (S, b, q)
+        w_ = blocked(w)  # (S, b, q)
         y1, y2 = blocked(Y1.T), blocked(Y2.T)  # (K, b, q)
         g1, g2 = blocked(jnp.swapaxes(g1, 1, 2)), blocked(jnp.swapaxes(g2, 1, 2))  # (S', K, b, q)
         q = P // blocks
-        if weights is not None:  # every term has one factor of w or dw/dt
-            w_, dw_ = w_ * q * blocked(weights), dw_ * q * blocked(weights)
-        rate = jnp.einsum("sbq,kbq,mbq->sbkm", dw_, y1, y2) / q
+        if weights is not None:
+            w_ = w_ * q * blocked(weights)
         # S' = 1 broadcasts over the states for a field that does not see them
         g1, g2 = (jnp.broadcast_to(g, (w.shape[0], *g.shape[1:])) for g in (g1, g2))
         flux = (
             jnp.einsum("sbq,skbq,mbq->sbkm", w_, g1, y2)
             + jnp.einsum("sbq,kbq,smbq->sbkm", w_, y1, g2)
         ) / q
-        return (rate - flux)[..., A, B], rate[..., A, B]
+        exact = jax.vmap(rate)(prepared, dprepared)  # (S, M)
+        return exact[:, None] - flux[..., A, B], jnp.sum(exact**2, -1)
 
     R, D = jax.vmap(one_time)(batch.t, batch.states, batch.velocities)
-    return R.reshape(-1, *R.shape[2:]), D.reshape(-1, *D.shape[2:])
+    return R.reshape(-1, *R.shape[2:]), D.reshape(-1)

@@ -34,19 +34,37 @@ def test_rotation_field_has_zero_weak_residual(gauge, tests):
     batch, w = _quadrature_batch(pr)
     V = fields.KnownField(systems.rotation_field(), "rotation")
     R, D = weak_residuals(pr, V, {}, batch, 3, tests, 1, w)
-    assert float(jnp.max(jnp.abs(D))) > 1e-2  # the moments do move
+    assert float(jnp.min(D)) > 1e-5  # the moments do move
     assert float(jnp.max(jnp.abs(R))) < 1e-14
 
 
 @pytest.mark.parametrize("gauge", ["svd", "linear"])
 def test_odd_rates_are_the_quantum_rates(gauge):
-    # d/dt E_p[phi] for odd phi is the rate of the gauge-independent moments: linear in rho'
-    pr = _problem(quantum.heisenberg(1.3), gauge, "odd")
-    batch, w = _quadrature_batch(pr)
-    _, D = weak_residuals(pr, fields.zero_field(), {}, batch, 3, "odd", 1, w)
-    rates = harmonics.linear_moments(systems.one(batch.velocities, 0), 3, "odd")
-    np.testing.assert_allclose(D[:, 0], rates, atol=1e-14)
+    # the exact rates (a JVP of the gauge's moments) of the odd moments are the
+    # gauge-independent ones: linear in rho', the same for every gauge
+    G = systems.gauge(gauge)
+    S = systems.states(12, 4, 0.2)
+    dS = quantum.bloch_derivative(systems.heisenberg(), S)
+    A, B = harmonics.pairs(3, "odd")
+    rate = lambda s, ds: jax.jvp(lambda x: G.moments(G.prepare(x), 3)[A, B], (s,), (ds,))[1]
+    rates = jax.vmap(rate)(S, dS)
+    np.testing.assert_allclose(rates, harmonics.linear_moments(dS, 3, "odd"), atol=1e-14)
     assert float(jnp.max(jnp.abs(rates))) > 1e-2
+
+
+@pytest.mark.parametrize("gauge", ["svd", "linear"])
+def test_moments_are_the_integrals_of_the_density(gauge):
+    # Gauge.moments against a quadrature of w Y_A Y_B: exact for the polynomial linear
+    # density; the svd density's kinks leave a quadrature error ~ n^-2 (seen: 1.7e-5)
+    G = systems.gauge(gauge)
+    lam, w = systems.product_quadrature(16)
+    Y1, Y2 = harmonics.sh(lam[:, 0], 4), harmonics.sh(lam[:, 1], 4)
+    S = systems.states(13, 3, 0.25)
+    dens = systems.batched(gauge).density(S, lam)
+    quad = jnp.einsum("sp,p,pa,pb->sab", dens, w, Y1, Y2)
+    exact = jax.vmap(lambda s: G.moments(G.prepare(s), 4))(S)
+    np.testing.assert_allclose(exact, quad, atol=1e-14 if gauge == "linear" else 5e-5)
+    assert float(jnp.max(jnp.abs(exact[:, 1:, 1:]))) > 1e-3
 
 
 def test_weak_residual_is_the_strong_residual_integrated_by_parts():
