@@ -194,7 +194,10 @@ def flow(field, params, lam0: jax.Array, times: jax.Array, horizon, steps: int) 
     """Points lam0 (..., 2, 3) moved by d lambda / dt = V(lambda, t), at `times`: (k, ..., 2, 3).
 
     diffrax Tsit5 with `steps` equal steps over [0, horizon]; differentiable in the
-    field's parameters (reverse mode through the solver's steps).
+    field's parameters (reverse mode through the solver's steps). DirectAdjoint: with a
+    few fixed steps storing them all is cheap, and the default checkpointed loop fails
+    inside shard_map (diffrax issue 765: equinox's closure conversion rejects the
+    sharding metadata), which the sweeps use.
     """
     shape = lam0.shape
     y0 = lam0.reshape(-1, *shape[-2:])
@@ -209,6 +212,7 @@ def flow(field, params, lam0: jax.Array, times: jax.Array, horizon, steps: int) 
         saveat=diffrax.SaveAt(ts=times),
         stepsize_controller=diffrax.ConstantStepSize(),
         max_steps=steps + 1,
+        adjoint=diffrax.DirectAdjoint(),
     )
     return normalize(sol.ys).reshape(times.shape[0], *shape)
 

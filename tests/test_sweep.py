@@ -357,3 +357,42 @@ def test_results_csv_header(reference):
     out, _ = reference
     with (out / "results.csv").open() as fh:
         assert tuple(next(csv.reader(fh))) == sweep.COLUMNS
+
+
+def test_formulations_and_learned_gauge_sweep(tmp_path):
+    # formulations and the learned gauge as variants: every run trains and reports its own
+    # held-out figures (sign statistics only where the Lagrangian form has them)
+    text = SWEEP.replace('gauge = "linear"', 'gauge = "svd"').split("[grid]")[0]
+    text += textwrap.dedent(
+        """
+        [grid]
+        seeds = [0, 1]
+
+        [[variants]]
+        label = "weak"
+        physics = { formulation = "weak", gauge = "svd" }
+
+        [[variants]]
+        label = "lagrangian"
+        physics = { formulation = "lagrangian", gauge = "svd" }
+        lagrangian = { times = 2, steps = 2 }
+
+        [[variants]]
+        label = "learned"
+        physics = { gauge = "learned" }
+        """
+    )
+    path = tmp_path / "forms.toml"
+    path.write_text(text)
+    rows = sweep.run_sweep(path, tmp_path / "out", progress=False)
+    forms = {(r["variant"], r["formulation"], r["gauge"]) for r in rows}
+    assert forms == {
+        ("weak", "weak", "svd"),
+        ("lagrangian", "lagrangian", "svd"),
+        ("learned", "strong", "learned"),
+    }
+    assert len(rows) == 6
+    for r in rows:
+        assert r["finite"] == "True" and float(r["normalized_loss_stderr"]) > 0
+        signs = float(r["sign_normalized_loss"])
+        assert np.isfinite(signs) == (r["formulation"] == "lagrangian")
