@@ -194,10 +194,11 @@ def flow(field, params, lam0: jax.Array, times: jax.Array, horizon, steps: int) 
     """Points lam0 (..., 2, 3) moved by d lambda / dt = V(lambda, t), at `times`: (k, ..., 2, 3).
 
     diffrax Tsit5 with `steps` equal steps over [0, horizon]; differentiable in the
-    field's parameters (reverse mode through the solver's steps). DirectAdjoint: with a
-    few fixed steps storing them all is cheap, and the default checkpointed loop fails
-    inside shard_map (diffrax issue 765: equinox's closure conversion rejects the
-    sharding metadata), which the sweeps use.
+    field's parameters (reverse mode through the solver's steps). DirectAdjoint, not the
+    default RecursiveCheckpointAdjoint: with a few fixed steps storing them all is cheap,
+    and the default (jax 0.10.2, diffrax 0.7.2, CPU) returned wrong points for batches of
+    1024 or more (a regression test compares batch sizes and an RK4 reference) and fails
+    inside shard_map (diffrax issue 765), which the sweeps use.
     """
     shape = lam0.shape
     y0 = lam0.reshape(-1, *shape[-2:])
