@@ -544,7 +544,7 @@ def _restore(cfg, run_dir: Path):
     dtype = jnp.zeros(()).dtype
     optimizer = make_optimizer(cfg.train)
     params, opt_state, _ = init_run(
-        field, optimizer, jax.random.key(0), _feature_count(problem), dtype
+        field, optimizer, jax.random.key(0), _feature_count(problem), dtype, problem.gauge
     )
     manager = ocp.CheckpointManager((run_dir / "checkpoints").absolute())
     step = manager.latest_step()

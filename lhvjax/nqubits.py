@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lhvjax.gauges import InadmissibleStateError, Visibility
-from lhvjax.quantum import PAULI
+from lhvjax.quantum import PAULI, _unit
 from lhvjax.residual import ratio_with_stderr
 from lhvjax.sphere import normalize, project, uniform, value_and_div
 
@@ -227,13 +227,6 @@ class Drive(NamedTuple):
 def _smoothstep(x):
     x = jnp.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
-
-
-def _unit(n, name):
-    n = np.asarray(n, dtype=np.float64)
-    if n.shape != (3,) or not np.linalg.norm(n) > 0:
-        raise ValueError(f"{name} must be a nonzero 3-vector; got {n!r}")
-    return n / np.linalg.norm(n)
 
 
 def _kron_all(mats):
