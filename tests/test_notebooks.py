@@ -56,7 +56,7 @@ def test_there_are_notebooks():
     names = {p.stem for p in NOTEBOOKS}
     for stem in ("01_counterexample", "02_loss_landscape", "03_velocity_fields"):
         assert stem in names
-    assert "04_dimension_bound" in names
+    assert "04_dimension_bound" in names and "05_gauge_freedom" in names
     for p in NOTEBOOKS:  # each paired with a jupytext percent script
         assert p.with_suffix(".py").exists(), p
 
