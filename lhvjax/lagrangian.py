@@ -127,10 +127,18 @@ class Lagrangian:
 
     def _mismatch(self, problem, field, params, batch, blocks, stats):
         """Block means of (statistic - quantum) over the samples, (S, blocks, k * F), and
-        the exact mismatch of V = 0, sum_(j, F) (quantum(t_j) - quantum(0))^2 per state."""
+        the exact mismatch of V = 0, sum_(j, F) (quantum(t_j) - quantum(0))^2 per state.
+
+        Control variate: the samples' statistic at t = 0 has the known mean quantum(0)
+        (they are samples of p_rho0), so each sample contributes f(lambda(t)) - f(lambda0)
+        against quantum(t) - quantum(0). Unbiased as before, but the noise is now that of
+        the displacement, not of f itself: without it the O(v) changes of the statistics
+        drowned in their O(1) sampling noise and training did not move off V = 0.
+        """
         lam_t = self._flowed(field, params, batch)  # (k, [S,] n, 2, 3)
-        target = stats.target(batch.states, batch)  # (S, k, F)
-        f = stats.values(lam_t, batch)  # (k, [S,] n, F)
+        start = stats.target(batch.rho0, batch)[:, None]  # (S, 1, F)
+        change = stats.target(batch.states, batch) - start  # (S, k, F)
+        f = stats.values(lam_t, batch) - stats.values(batch.lam0, batch)[None]  # (k, [S,] n, F)
         if batch.weights is None:
             f = jnp.swapaxes(f, 0, 1)  # (S, k, n, F)
         else:
@@ -139,9 +147,8 @@ class Lagrangian:
         if n % blocks:
             raise ValueError(f"{n} samples do not split into {blocks} blocks; use a multiple")
         m = jnp.mean(f.reshape(S, k, blocks, n // blocks, F), 3)  # (S, k, b, F)
-        R = jnp.swapaxes(m - target[:, :, None], 1, 2).reshape(S, blocks, k * F)
-        start = stats.target(batch.rho0, batch)[:, None]  # (S, 1, F)
-        return R, jnp.sum((target - start) ** 2, (1, 2))
+        R = jnp.swapaxes(m - change[:, :, None], 1, 2).reshape(S, blocks, k * F)
+        return R, jnp.sum(change**2, (1, 2))
 
     def loss(self, problem, field, params, batch: LagrangianBatch, scale=1.0):
         R, _ = self._mismatch(problem, field, params, batch, self.blocks, _Moments(self.degree))
