@@ -141,17 +141,17 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 
 FORMULATIONS = {
-    "weak_full": ["physics.formulation=weak", "train.points=256", "eval.points=64"],
-    "weak_odd": ["physics.formulation=weak", "weak.tests=odd", "eval.points=64"],
+    "weak_full": ["physics.formulation=weak", "train.points=512", "eval.points=1024"],
+    "weak_odd": ["physics.formulation=weak", "weak.tests=odd", "eval.points=1024"],
     "lagrangian": [
         "physics.formulation=lagrangian",
         "train.points=256",
-        "eval.points=512",
-        "eval.states=8",
+        "eval.points=4096",
+        "eval.states=16",
         "eval.times=2",
         "lagrangian.times=2",
         "lagrangian.steps=4",
-        "lagrangian.t_max=2.0",
+        "lagrangian.t_max=1.0",
     ],
     "learned_gauge": ["physics.gauge=learned"],
 }
@@ -172,8 +172,8 @@ def test_every_formulation_learns_the_noninteracting_control(name, tmp_path):
     result = train.train(cfg, tmp_path, progress=False)
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["formulation"] == cfg.physics.formulation
-    assert s["normalized_loss"] < 0.2, s["normalized_loss"]
-    assert s["normalized_loss_stderr"] > 0
+    q, se = s["normalized_loss"], s["normalized_loss_stderr"]
+    assert q < 0.2 and 0 < se and q + 3 * se < 1, (q, se)  # significantly below V = 0
     if name == "learned_gauge":
         assert set(result.params) == {"field", "gauge"}
         assert "normalized_loss_vs_base" in s
