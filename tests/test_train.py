@@ -142,7 +142,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 FORMULATIONS = {
     "weak_full": ["physics.formulation=weak", "train.points=512", "eval.points=1024"],
-    "weak_odd": ["physics.formulation=weak", "weak.tests=odd", "eval.points=1024"],
+    "weak_odd": [
+        "physics.formulation=weak",
+        "weak.tests=odd",
+        "train.points=512",
+        "eval.points=1024",
+    ],
     "lagrangian": [
         "physics.formulation=lagrangian",
         "train.points=256",
