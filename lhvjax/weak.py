@@ -140,9 +140,10 @@ def weak_residuals(
         d = blocked(div)  # (S', b, q)
         if weights is not None:
             u, d = u * q * blocked(weights), d * q * blocked(weights)
-        # S' = 1 broadcasts over the states for a field that does not see them
+        # S' = 1 broadcasts over the states for a field that does not see them. The div V
+        # term is left at S' and broadcast by the sum: broadcasting d to (S, b, q) before
+        # its einsum made XLA's CPU backend return garbage (up to 1e33, NaN) at degree 1
         g1, g2 = (jnp.broadcast_to(g, (w.shape[0], *g.shape[1:])) for g in (g1, g2))
-        d = jnp.broadcast_to(d, u.shape)
         flux = (
             jnp.einsum("sbq,skbq,mbq->sbkm", u, g1, y2)
             + jnp.einsum("sbq,kbq,smbq->sbkm", u, y1, g2)

@@ -137,3 +137,22 @@ def test_weak_form_refuses_bad_settings():
     batch = sample_batch(pr, jax.random.key(8), 1, 2, 30)
     with pytest.raises(ValueError, match="30 points do not split into 4 blocks"):
         weak_residuals(pr, fields.zero_field(), {}, batch, 3, "full", 4)
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_jitted_weak_residuals_equal_eager(f32, degree):
+    # regression: broadcasting the div V term to every state before its einsum made XLA's
+    # CPU backend return garbage at degree 1 (values up to 1e33 and NaN, changing between
+    # runs) for a state-independent field, float32, 16 states
+    pr = Problem(quantum.heisenberg(1.0), "svd", 0.2, formulation=Weak(degree, "full", 8))
+    field = fields.MLPField(16, 2)
+    params = fields.init_params(field, jax.random.key(9), dtype=jnp.float32)
+    params = jax.tree.map(lambda x: x + 0.1 * jnp.ones_like(x), params)
+    batch = sample_batch(pr, jax.random.key(10), 2, 16, 256, jnp.float32)
+    f = lambda p, b: weak_residuals(pr, field, p, b, degree, "full", 8)
+    R_jit, D_jit = jax.jit(f)(params, batch)
+    R, D = f(params, batch)
+    assert bool(jnp.all(jnp.isfinite(R_jit)))
+    scale = float(jnp.max(jnp.abs(R)))
+    np.testing.assert_allclose(R_jit, R, atol=1e-5 * scale)
+    np.testing.assert_allclose(D_jit, D, rtol=1e-5)
