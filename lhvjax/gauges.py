@@ -250,12 +250,7 @@ class SVD(Gauge):
         yu = r * harmonics.sh(P.U.T, L)  # (3, K): r_l Y_A(u_j)
         yv = r * harmonics.sh(P.V.T, L)
         corr = jnp.einsum("j,ja,jb->ab", P.S, yu, yv) * (1 + sign[:, None] * sign[None, :])
-        return (
-            P.c0 * jnp.outer(y0, y0)
-            + 4 * jnp.outer(ya, y0)
-            + 4 * jnp.outer(y0, yb)
-            + 8 * corr
-        )
+        return P.c0 * jnp.outer(y0, y0) + 4 * jnp.outer(ya, y0) + 4 * jnp.outer(y0, yb) + 8 * corr
 
     def margin(self, state: Bloch) -> jax.Array:
         S = jnp.linalg.svd(state.T, compute_uv=False)

@@ -78,7 +78,8 @@ def pairs(L: int, kind: str = "full") -> tuple[np.ndarray, np.ndarray]:
         "odd": visible(deg[A]) & visible(deg[B]) & ((deg[A] > 0) | (deg[B] > 0)),
         "free": ~(visible(deg[A]) & visible(deg[B])),
     }[kind]
-    return A[keep], B[keep]
+    # int32: numpy's default int64 indices break jnp indexing under jax.enable_x64(False)
+    return A[keep].astype(np.int32), B[keep].astype(np.int32)
 
 
 def sign_coefficients(L: int) -> np.ndarray:
