@@ -61,7 +61,16 @@ def test_there_are_notebooks():
         assert p.with_suffix(".py").exists(), p
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# the two heaviest (about a minute each on 2 cores) run under `make test-slow`, keeping CI
+# under its 20 minutes; the others run in every `make test`
+SLOW_NOTEBOOKS = {"02_loss_landscape", "03_velocity_fields"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_NOTEBOOKS else p for p in NOTEBOOKS],
+    ids=lambda p: p.stem,
+)
 def test_notebook_runs_without_errors(path):
     pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")

@@ -276,6 +276,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two jax processes compiling side by side: ~20 s on 2 cores
 def test_two_processes_gather_one_table(sweep_file, reference, tmp_path):
     """Two processes on localhost (jax.distributed, gloo CPU collectives): each trains
     half of the runs, and process 0 writes the whole table."""
