@@ -68,12 +68,8 @@ def paired_difference(problem, batch, field_a, params_a, field_b, params_b) -> d
     each figure) cancels in the per-cell difference r_a^2 - r_b^2.
     """
 
-    def cells(field, params):
-        r, dw = nq.residuals(problem, field, params, batch, mode="exact")
-        P = r.shape[-1]
-        return (r[:, 0] ** 2).reshape(-1, P), (dw**2).reshape(-1, P)
-
-    (ra, d2), (rb, _) = cells(field_a, params_a), cells(field_b, params_b)
+    ra, d2 = nq.squared_residuals(problem, field_a, params_a, batch)
+    rb, _ = nq.squared_residuals(problem, field_b, params_b, batch)
     q, se = ratio_with_stderr(ra - rb, d2)
     return {"difference": float(q), "stderr": float(se)}
 

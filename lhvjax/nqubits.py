@@ -58,6 +58,7 @@ __all__ = [
     "field_terms",
     "residuals",
     "loss",
+    "squared_residuals",
     "normalized_loss",
 ]
 
@@ -729,11 +730,19 @@ def loss(problem: Problem, field, params, batch: Batch, scale=1.0, key=None):
     return jnp.mean(r[:, 0] * r[:, -1]) / scale
 
 
-def normalized_loss(problem: Problem, field, params, batch: Batch) -> dict[str, jax.Array]:
-    """Held-out L(V) / L(0) with its standard error (states x points grid), exact divergence."""
+def squared_residuals(problem: Problem, field, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """r(V)^2 and r(0)^2 on the held-out (states, points) grid, exact divergence.
+
+    Two fields scored on one batch share the grid, so differences of their cells are paired.
+    """
     r, dw = residuals(problem, field, params, batch, mode="exact")
     P = r.shape[-1]
-    r2, d2 = (r[:, 0] ** 2).reshape(-1, P), (dw**2).reshape(-1, P)
+    return (r[:, 0] ** 2).reshape(-1, P), (dw**2).reshape(-1, P)
+
+
+def normalized_loss(problem: Problem, field, params, batch: Batch) -> dict[str, jax.Array]:
+    """Held-out L(V) / L(0) with its standard error (states x points grid), exact divergence."""
+    r2, d2 = squared_residuals(problem, field, params, batch)
     q, se = ratio_with_stderr(r2, d2)
     return {
         "normalized_loss": q,
