@@ -260,22 +260,11 @@ def main(argv=None) -> None:
                 )
             res["degree"][form] = rows
     if "budget" in studies:
-        for form in FORMULATIONS:
-            rows = []
-            for b in BUDGETS[form]:
-                s = run_one(form, "heisenberg", args.seeds[0], steps=b, **kw)
-                rows.append(
-                    {
-                        "steps": b,
-                        "normalized_loss": s["normalized_loss"],
-                        "stderr": s["normalized_loss_stderr"],
-                    }
-                )
-            res["budget"][form] = rows
-        for form, budgets in CONTROL_BUDGETS.items():
+
+        def budget_rows(form, hamiltonian, budgets):
             rows = []
             for b in budgets:
-                s = run_one(form, "noninteracting", args.seeds[0], steps=b, **kw)
+                s = run_one(form, hamiltonian, args.seeds[0], steps=b, **kw)
                 rows.append(
                     {
                         "steps": b,
@@ -283,7 +272,12 @@ def main(argv=None) -> None:
                         "stderr": s["normalized_loss_stderr"],
                     }
                 )
-            res["budget"][f"{form} (noninteracting)"] = rows
+            return rows
+
+        for form in FORMULATIONS:
+            res["budget"][form] = budget_rows(form, "heisenberg", BUDGETS[form])
+        for form, budgets in CONTROL_BUDGETS.items():
+            res["budget"][f"{form} (noninteracting)"] = budget_rows(form, "noninteracting", budgets)
     if not all(res[k] for k in ("main", "degree", "budget")):
         print(json.dumps(res, indent=1))
         return
